@@ -1,0 +1,321 @@
+"""Run configuration: one dataclass per concern, read from YAML plus `key=value` overrides.
+
+    config = load_config("configs/ner_lora.yaml", ["train.learning_rate=1e-4", "max_steps=20"])
+
+An override names `section.key`, or just `key` when only one section has it. Unknown
+keys, wrong types and contradictions raise `ConfigError` with a message that names the
+key and says what to do. Field comments are the documentation of each key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tunekit.errors import ConfigError
+
+DATA_FORMATS = ("auto", "alpaca", "instruct", "prompt_response", "sharegpt", "openai", "text")
+METHODS = ("full", "freeze", "lora", "qlora", "prefix", "ptuning")
+STAGES = ("sft", "pt")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class DatasetSpec:
+    path: str  # a file, folder or glob; or a Hugging Face dataset name
+    format: str = "auto"  # one of DATA_FORMATS; auto detects it from the first row
+    columns: dict = field(default_factory=dict)  # canonical name -> column in the file, e.g. {prompt: q}
+    split: str = "train"  # split of a hub dataset
+    subset: str | None = None  # config name of a hub dataset
+    max_samples: int | None = None  # keep only the first N rows
+    system: str | None = None  # system prompt for rows that carry none
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = ""  # local directory or hub id of the base model
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32
+    trust_remote_code: bool = False  # run the model's own modeling code (ChatGLM, Baichuan); opt-in
+    template: str | None = None  # None: the tokenizer's own; a built-in name; or a .jinja file
+    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; None lets transformers pick
+
+
+@dataclass
+class DataConfig:
+    datasets: list = field(default_factory=list)  # list of DatasetSpec (a bare string is a path)
+    eval_datasets: list = field(default_factory=list)  # held-out sets for eval loss
+    cutoff_len: int = 1024  # maximum tokens per sample (pt: block size)
+    val_size: float = 0.0  # fraction (<1) or count (>=1) of training rows held out for eval
+    train_on_prompt: bool = False  # also train on system/user tokens
+    mask_history: bool = False  # train only the last assistant turn
+    packing: bool | None = None  # several samples per row; None: on for sft when supported
+    num_proc: int = 1  # tokenization worker processes
+    cache_dir: str | None = None  # tokenized cache; default $TUNEKIT_CACHE or ~/.cache/tunekit
+
+
+@dataclass
+class MethodConfig:
+    name: str = "lora"  # full | freeze | lora | qlora | prefix | ptuning
+    freeze_trainable_layers: int = 2  # freeze: train only the last N decoder layers
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target: typing.Any = "all"  # "all" linear layers, a list of names, or a regex string
+    rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r)
+    dora: bool = False  # weight-decomposed LoRA
+    pissa: bool = False  # PiSSA initialisation from the principal singular vectors
+    loraplus_lr_ratio: float | None = None  # LoRA+: learning rate of B = ratio x that of A
+    modules_to_save: list = field(default_factory=list)  # e.g. [embed_tokens, lm_head]
+    bits: int = 4  # qlora: 4 or 8
+    quant_type: str = "nf4"  # qlora 4-bit: nf4 | fp4
+    double_quant: bool = True  # qlora 4-bit: quantize the quantization constants too
+    num_virtual_tokens: int = 16  # prefix / ptuning
+    prefix_projection: bool = False  # prefix: reparameterise through an MLP (P-Tuning v2 style)
+    encoder_hidden_size: int = 128  # ptuning: prompt encoder width
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = ""  # the run directory
+    stage: str = "sft"  # sft | pt
+    num_epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    learning_rate: float = 2e-4
+    batch_size: int = 4  # per device
+    grad_accum: int = 1
+    warmup_steps: float = 0.0  # steps, or a fraction of all steps when < 1
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (mixed-precision training)
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int = 2
+    eval_steps: int | None = None  # None: evaluate at the end of each epoch when there is eval data
+    seed: int = 42
+    resume: bool = False  # continue from the last complete checkpoint in output_dir
+    overwrite: bool = False  # allow writing into an existing run directory
+    group_by_length: bool = False  # batches of similar length (non-packed path)
+    torch_compile: bool = False
+    deepspeed: str | None = None  # path to a DeepSpeed JSON config
+    report_to: list = field(default_factory=lambda: ["tensorboard"])
+    dataloader_workers: int = 0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = ""  # the YAML file it came from, for messages
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "train": TrainConfig}
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
+    """Read YAML (relative dataset paths resolve against its folder), apply overrides, validate."""
+    raw = dict(base or {})
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides:
+        _apply_override(raw, item)
+    cfg = from_dict(raw)
+    cfg.source = str(path or "")
+    if path is not None:
+        _resolve_relative_paths(cfg, Path(path).resolve().parent)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(raw: dict) -> Config:
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown config section '{key}'{_suggest(key, SECTIONS)}: "
+                          f"a config has the sections {', '.join(SECTIONS)}")
+    parts = {}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section '{name}' must be a mapping of key: value, got {section!r}")
+        parts[name] = _build(cls, section, name)
+    parts["data"].datasets = [_dataset_spec(d, "data.datasets") for d in parts["data"].datasets]
+    parts["data"].eval_datasets = [_dataset_spec(d, "data.eval_datasets") for d in parts["data"].eval_datasets]
+    return Config(**parts)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found: give the path of a YAML file (see configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with sections {', '.join(SECTIONS)}")
+    return raw
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not key=value (e.g. train.learning_rate=1e-4)")
+    key, text = item.split("=", 1)
+    value = yaml.safe_load(text) if text else ""
+    if "." in key:
+        section, name = key.split(".", 1)
+    else:
+        owners = [s for s, cls in SECTIONS.items() if name_in(cls, key)]
+        if len(owners) != 1:
+            hint = f"write it as one of {', '.join(f'{s}.{key}' for s in owners)}" if owners else \
+                f"no section has it{_suggest(key, _all_keys())}"
+            raise ConfigError(f"override '{key}': {hint}")
+        section, name = owners[0], key
+    if section not in SECTIONS:
+        raise ConfigError(f"override '{key}': unknown section '{section}'{_suggest(section, SECTIONS)}")
+    if section == "data" and name == "path":  # shorthand for a single dataset
+        raw.setdefault("data", {})["datasets"] = [value]
+        return
+    raw.setdefault(section, {})[name] = value
+
+
+def name_in(cls, key: str) -> bool:
+    return key in {f.name for f in dataclasses.fields(cls)}
+
+
+def _all_keys() -> list[str]:
+    return [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+
+
+def _suggest(key: str, choices) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls, values: dict, where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, names)}; "
+                              f"known keys of '{where}': {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, where: str):
+    """Accept YAML values of the declared type; ints for floats; refuse anything else."""
+    if hint is typing.Any or value is None and _optional(hint):
+        return value
+    base = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    target = typing.get_origin(base[0]) or base[0]
+    if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if target is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, target) and not (target is int and isinstance(value, bool)):
+        return value
+    if target is list and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    raise ConfigError(f"'{where}' must be {_type_name(hint)}, got {value!r}")
+
+
+def _optional(hint) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _type_name(hint) -> str:
+    args = [getattr(t, "__name__", str(t)) for t in typing.get_args(hint) if t is not type(None)]
+    return " or ".join(args) if args else getattr(hint, "__name__", str(hint))
+
+
+def _dataset_spec(item, where: str) -> DatasetSpec:
+    if isinstance(item, DatasetSpec):
+        return item
+    if isinstance(item, str):
+        return DatasetSpec(path=item)
+    if not isinstance(item, dict):
+        raise ConfigError(f"each entry of '{where}' is a path or a mapping with 'path:', got {item!r}")
+    if "path" not in item:
+        raise ConfigError(f"an entry of '{where}' has no 'path': add path: FILE_OR_DATASET_NAME")
+    return _build(DatasetSpec, item, where)
+
+
+def _resolve_relative_paths(cfg: Config, folder: Path) -> None:
+    """Dataset and template paths in a YAML file are relative to that file when they exist there."""
+    for spec in cfg.data.datasets + cfg.data.eval_datasets:
+        candidate = folder / spec.path
+        if not Path(spec.path).is_absolute() and not Path(spec.path).exists() and _exists_glob(candidate):
+            spec.path = str(candidate)
+    tpl = cfg.model.template
+    if tpl and tpl.endswith(".jinja") and not Path(tpl).exists() and (folder / tpl).exists():
+        cfg.model.template = str(folder / tpl)
+
+
+def _exists_glob(path: Path) -> bool:
+    import glob
+
+    return path.exists() or bool(glob.glob(str(path)))
+
+
+def validate(cfg: Config) -> None:
+    """Refuse contradictions with a message that says which keys and what to change."""
+    m, d, t, me = cfg.model, cfg.data, cfg.train, cfg.method
+    _one_of("model.dtype", m.dtype, DTYPES)
+    _one_of("train.stage", t.stage, STAGES)
+    _one_of("method.name", me.name, METHODS)
+    _one_of("train.precision", t.precision, DTYPES)
+    for spec in d.datasets + d.eval_datasets:
+        _one_of("format of dataset " + spec.path, spec.format, DATA_FORMATS)
+    if me.name == "qlora" and me.bits not in (4, 8):
+        raise ConfigError(f"method.bits is {me.bits}: QLoRA quantizes to 4 or 8 bits; set method.bits: 4 or 8")
+    if me.quant_type not in ("nf4", "fp4"):
+        raise ConfigError(f"method.quant_type is '{me.quant_type}': use nf4 or fp4")
+    if me.dora and me.pissa:
+        raise ConfigError("method.dora and method.pissa are both set: PiSSA initialises plain LoRA; keep one")
+    if me.name in ("prefix", "ptuning") and t.gradient_checkpointing:
+        raise ConfigError(f"train.gradient_checkpointing does not work with method '{me.name}' "
+                          "(virtual tokens live in the cache); set it to false")
+    if t.stage == "pt" and (d.train_on_prompt or d.mask_history):
+        raise ConfigError("data.train_on_prompt / data.mask_history apply to sft; stage pt trains every token")
+    if d.cutoff_len < 8:
+        raise ConfigError(f"data.cutoff_len is {d.cutoff_len}: give at least 8 tokens")
+    if d.val_size < 0:
+        raise ConfigError("data.val_size must be >= 0 (a fraction below 1, or a row count)")
+    if t.resume and t.overwrite:
+        raise ConfigError("train.resume and train.overwrite contradict each other: resume keeps the run "
+                          "directory, overwrite replaces it; keep one")
+    if t.max_steps <= 0 and t.num_epochs <= 0:
+        raise ConfigError("set train.num_epochs > 0 or train.max_steps > 0")
+
+
+def validate_for_training(cfg: Config) -> None:
+    """What `train` needs beyond what `data check` needs."""
+    if not cfg.model.name_or_path:
+        raise ConfigError("model.name_or_path is empty: name a local model directory or a hub id")
+    if not cfg.data.datasets:
+        raise ConfigError("data.datasets is empty: list at least one dataset file (see configs/)")
+    if not cfg.train.output_dir:
+        raise ConfigError("train.output_dir is empty: say where the run directory goes")
+
+
+def _one_of(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} is '{value}'{_suggest(str(value), choices)}: choose one of {', '.join(choices)}")

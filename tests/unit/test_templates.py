@@ -1,0 +1,156 @@
+"""Templates: rendered ids equal apply_chat_template, masks cover exactly answers + end-of-turn.
+
+Every template of ../shared/templates is tried with a tiny tokenizer that carries its special
+tokens, on single-turn, multi-turn and system-prompt conversations.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from tokenizers_util import build_tokenizer
+from tunekit.data.records import Conversation
+from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError, load_template
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "templates"
+
+# template file -> (special tokens, bos, eos, expected end-of-turn text)
+TOKENS = {
+    "chatml": (["<|im_start|>", "<|im_end|>"], None, "<|endoftext|>", "<|im_end|>"),
+    "llama3": (["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+               None, "<|end_of_text|>", "<|eot_id|>"),
+    "alpaca": ([], "<s>", "</s>", "</s>"),
+    "baichuan": (["<reserved_106>", "<reserved_107>"], "<s>", "</s>", "</s>"),
+    "chatglm": ([], "<bos>", "</s>", "</s>"),
+    "chatglm2": ([], "<bos>", "</s>", "</s>"),
+    "mistral_tools": (["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                       "[TOOL_RESULTS]", "[/TOOL_RESULTS]"], "<s>", "</s>", " </s>"),
+    "deepseek_r1": (["<｜User｜>", "<｜Assistant｜>"], "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+                    "<｜end▁of▁sentence｜>"),
+}
+
+U1, A1, U2, A2 = "What is the capital of France?", "Paris.", "你好，北京是哪里？", "北京是中国的首都。"
+CONVERSATIONS = {
+    "single": [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}],
+    "multi": [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
+              {"role": "user", "content": U2}, {"role": "assistant", "content": A2}],
+    "system": [{"role": "system", "content": "You are a fox."}, {"role": "user", "content": U2},
+               {"role": "assistant", "content": A2}],
+}
+
+
+def make_template(name):
+    special, bos, eos, _ = TOKENS[name]
+    source = (SHARED / f"{name}.jinja").read_text()
+    tok = build_tokenizer(special, bos=bos, eos=eos, chat_template=source)
+    return tok, ChatTemplate(tok, source, name)
+
+
+def strip_inserted(ids, ref, eot_ids):
+    """Walk our ids against the reference; tokens only we have must be end-of-turn tokens."""
+    i = j = skipped = 0
+    while i < len(ids):
+        if j < len(ref) and ids[i] == ref[j]:
+            i, j = i + 1, j + 1
+        elif ids[i: i + len(eot_ids)] == eot_ids:
+            i, skipped = i + len(eot_ids), skipped + 1
+        else:
+            raise AssertionError(f"token {i} differs from apply_chat_template and is not end-of-turn")
+    assert j == len(ref), "apply_chat_template has tokens we dropped"
+    return skipped
+
+
+def labelled_runs(ids, labels):
+    runs, current = [], []
+    for tok, lab in zip(ids, labels):
+        if lab != IGNORE_INDEX:
+            assert lab == tok
+            current.append(tok)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
+@pytest.mark.parametrize("kind", sorted(CONVERSATIONS))
+@pytest.mark.parametrize("name", sorted(TOKENS))
+def test_ids_match_apply_chat_template_and_mask_is_answers(name, kind):
+    tok, template = make_template(name)
+    assert template.eot_text == TOKENS[name][3]
+    messages = CONVERSATIONS[kind]
+    enc = template.encode(Conversation(messages))
+    ref = tok.apply_chat_template(messages, tokenize=True)["input_ids"]
+    eot_ids = tok(template.eot_text, add_special_tokens=False)["input_ids"]
+    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    inserted = strip_inserted(enc.input_ids, ref, eot_ids)
+    assert inserted <= len(answers)
+    runs = [tok.decode(r) for r in labelled_runs(enc.input_ids, enc.labels)]
+    assert_runs_are_answers(runs, [a + template.eot_text for a in answers])
+
+
+def assert_runs_are_answers(runs, expected):
+    """Each labelled run is one answer plus end-of-turn; a first token may also carry the
+    header's trailing space when the tokenizer joins them (mistral: ' Paris')."""
+    assert len(runs) == len(expected)
+    for run, want in zip(runs, expected):
+        assert run.endswith(want) and run[: len(run) - len(want)].strip() == "", (run, want)
+
+
+@pytest.mark.parametrize("name", sorted(TOKENS))
+def test_prompt_for_generation_matches_training_prefix(name):
+    _, template = make_template(name)
+    messages = CONVERSATIONS["multi"]
+    full = template.encode(Conversation(messages)).input_ids
+    prompt = template.encode_prompt(messages[:3])
+    assert full[: len(prompt)] == prompt
+    assert template.stop_token_ids[-1] in full
+
+
+def test_train_on_prompt_and_mask_history():
+    _, template = make_template("chatml")
+    conv = Conversation(CONVERSATIONS["multi"])
+    everything = template.encode(conv, train_on_prompt=True)
+    assert everything.labels == everything.input_ids
+    last_only = template.encode(conv, mask_history=True)
+    runs = labelled_runs(last_only.input_ids, last_only.labels)
+    assert [template.tokenizer.decode(r) for r in runs] == [A2 + "<|im_end|>"]
+
+
+# Like Qwen3's template: earlier answers lose their <think> part, the last one keeps it.
+STRIPS_HISTORY = (
+    "{%- for m in messages -%}{%- set c = m['content'] -%}"
+    "{%- if m['role'] == 'assistant' and not loop.last and '</think>' in c -%}{%- set c = c.split('</think>')[-1] -%}"
+    "{%- endif -%}{{- '<|im_start|>' + m['role'] + '\n' + c + '<|im_end|>\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}")
+
+
+def test_template_that_rewrites_history_is_refused():
+    tok = build_tokenizer(["<|im_start|>", "<|im_end|>"], eos="<|endoftext|>")
+    template = ChatTemplate(tok, STRIPS_HISTORY, "strips")
+    messages = [{"role": "user", "content": U1}, {"role": "assistant", "content": "<think>hmm</think>Paris."},
+                {"role": "user", "content": U2}, {"role": "assistant", "content": A2}]
+    with pytest.raises(TemplateError, match="chat.json:3: .*rewrites history"):
+        template.encode(Conversation(messages, source="chat.json:3"))
+    single = template.encode(Conversation(messages[:2]))  # nothing to rewrite: trained as written
+    assert tok.decode(labelled_runs(single.input_ids, single.labels)[0]) == "<think>hmm</think>Paris.<|im_end|>"
+
+
+def test_template_that_drops_part_of_the_answer_is_refused():
+    _, template = make_template("deepseek_r1")
+    messages = [{"role": "user", "content": U1}, {"role": "assistant", "content": "<think>hmm</think>Paris."}]
+    with pytest.raises(TemplateError, match="answer 1 verbatim"):
+        template.encode(Conversation(messages))
+
+
+@pytest.mark.parametrize("name,eot", [("chatml", "<|im_end|>"), ("llama3", "<|eot_id|>"), ("alpaca", "</s>"),
+                                      ("chatglm2", "</s>"), ("chatglm3", "</s>"), ("baichuan2", "</s>"),
+                                      ("plain", "</s>")])
+def test_builtin_templates_add_their_tokens_and_mask_answers(name, eot):
+    tok = build_tokenizer([], bos="<s>", eos="</s>")
+    template = load_template(tok, name)
+    assert template.eot_text == eot
+    messages = CONVERSATIONS["multi"]
+    enc = template.encode(Conversation(messages))
+    runs = [tok.decode(r) for r in labelled_runs(enc.input_ids, enc.labels)]
+    assert_runs_are_answers(runs, [A1 + eot, A2 + eot])
+    assert template.tokenizer.convert_ids_to_tokens(template.stop_token_ids[0]) == eot
