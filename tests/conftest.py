@@ -1,6 +1,72 @@
-"""Shared fixtures: tiny models built once per session, and the tests/ folder on sys.path."""
+"""Shared fixtures: tiny models and runs built once per session; the tests/ folder on sys.path.
 
+Nothing is downloaded: models come from `tunekit init-model` on the corpus the project ships.
+"""
+
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "src" / "tunekit" / "assets"
+SHARED = ROOT.parent / "shared"
+NER_TRAIN = ASSETS / "demo" / "ner_train.jsonl"
+NER_TEST = ASSETS / "demo" / "ner_test.jsonl"
+CORPUS = [ASSETS / "corpus" / "wiki_en.txt", NER_TRAIN]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random qwen2 chat model (ChatML, <|im_end|>) saved in Hugging Face format."""
+    from tunekit.model.init_model import init_model
+
+    return init_model("qwen2", "tiny", CORPUS, tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    from tunekit.model.init_model import init_model
+
+    return init_model("llama", "tiny", CORPUS, tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One tokenized-data cache for the session (tests that count cache hits make their own)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def make_config(model_dir, output_dir, cache, **sections):
+    """A Config for a short run on the NER demo data; sections override keys per section."""
+    from tunekit.config import from_dict, validate
+
+    raw = {
+        "model": {"name_or_path": str(model_dir)},
+        "data": {"datasets": [{"path": str(NER_TRAIN), "max_samples": 64}], "cutoff_len": 96,
+                 "cache_dir": str(cache)},
+        "method": {"name": "lora", "lora_r": 4},
+        "train": {"output_dir": str(output_dir), "max_steps": 4, "batch_size": 8, "logging_steps": 1,
+                  "save_steps": 1000, "learning_rate": 1e-3, "report_to": []},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    cfg = from_dict(raw)
+    validate(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_run(tiny_model_dir, tmp_path_factory, cache_dir) -> Path:
+    """A finished LoRA run directory on the tiny model (a few steps; weights barely moved)."""
+    from tunekit.train.run import train
+
+    out = tmp_path_factory.mktemp("runs") / "lora"
+    return train(make_config(tiny_model_dir, out, cache_dir))

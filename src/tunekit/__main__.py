@@ -1,0 +1,7 @@
+"""`python -m tunekit` is the `tunekit` command (torchrun -m tunekit train ... uses it)."""
+
+import sys
+
+from tunekit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""The `tunekit` command: a table of commands, each a module with `add_arguments` and `run`.
+
+    tunekit --help              lists the commands
+    tunekit COMMAND --help      shows one
+
+Commands are imported only when used, so `tunekit --help` is quick. A `TunekitError`
+(bad config, bad data, bad input) is printed as one message, with exit status 1 and no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from tunekit.errors import TunekitError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "train": ("tunekit.commands.train", "fine-tune a model: tunekit train CONFIG.yaml [key=value ...]"),
+    "data": ("tunekit.commands.data", "check, preview or tokenize the datasets of a config"),
+    "modules": ("tunekit.commands.modules", "list a model's linear modules and the default LoRA targets"),
+    "init-model": ("tunekit.commands.init_model", "build a small random model with a tokenizer trained on text"),
+    "demo": ("tunekit.commands.demo", "offline end-to-end demo: build, fine-tune and evaluate a tiny model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunekit", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def _version() -> str:
+    from tunekit import __version__
+
+    return f"tunekit {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-v", "--verbose"):
+        parser.parse_args(argv or ["--help"])
+        return 0
+    verbose = argv[0] in ("-v", "--verbose")
+    argv = argv[1:] if verbose else argv
+    if not argv or argv[0] not in COMMANDS:
+        parser.error(f"unknown command {argv[0] if argv else ''!r}; choose one of {', '.join(COMMANDS)}")
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    _quiet_libraries(verbose)
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"tunekit {name}", description=help_text,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except TunekitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    level = logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("bitsandbytes", "transformers", "datasets", "peft", "accelerate", "httpx", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""tunekit data {check,preview,tokenize} CONFIG.yaml [key=value ...]."""
+
+import sys
+
+from tunekit.config import load_config
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = sub.add_parser("check", help="validate every dataset; FILE:LINE per problem; exit 1 if any")
+    preview = sub.add_parser("preview", help="show rendered samples with the trained spans marked")
+    preview.add_argument("-n", type=int, default=3, help="how many samples (default 3)")
+    tokenize = sub.add_parser("tokenize", help="tokenize ahead of training into the cache that train reuses")
+    for p in (check, preview, tokenize):
+        p.add_argument("config", help="YAML config")
+        p.add_argument("overrides", nargs="*", help="key=value overrides")
+
+
+def _setup(args):
+    from tunekit.data.templates import load_template
+    from tunekit.model.load import load_tokenizer
+
+    cfg = load_config(args.config, args.overrides)
+    tokenizer = load_tokenizer(cfg.model) if cfg.model.name_or_path else None
+    if tokenizer is None:
+        from tunekit.errors import ConfigError
+
+        raise ConfigError("model.name_or_path is empty: the tokenizer decides token counts; name the model")
+    template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
+    return cfg, tokenizer, template
+
+
+def run(args) -> int:
+    return {"check": check, "preview": preview, "tokenize": tokenize}[args.action](args)
+
+
+def check(args) -> int:
+    from tunekit.data.check import format_report
+    from tunekit.data.pipeline import prepare_data
+
+    cfg, tokenizer, template = _setup(args)
+    data = prepare_data(cfg, tokenizer, template)
+    print(format_report(data.stats, data.problems, cfg.data.cutoff_len))
+    return 1 if data.problems else 0
+
+
+def preview(args) -> int:
+    from tunekit.data.check import render_marked
+    from tunekit.data.formats import load_records
+
+    cfg, tokenizer, template = _setup(args)
+    loaded = load_records(cfg.data.datasets, cfg.train.stage)
+    color = sys.stdout.isatty()
+    for record in loaded.records[: args.n]:
+        if template is None:
+            ids = tokenizer(record.text, add_special_tokens=False)["input_ids"]
+            print(f"--- {record.source}  tokens: {len(ids)} (all trained)\n{record.text}\n")
+            continue
+        text, total, trained = render_marked(template, record, color, train_on_prompt=cfg.data.train_on_prompt,
+                                             mask_history=cfg.data.mask_history)
+        print(f"--- {record.source}  tokens: {total}  trained: {trained}\n{text}\n")
+    if not color:
+        print("(trained tokens are shown between [[ and ]])")
+    return 0
+
+
+def tokenize(args) -> int:
+    from tunekit.data.check import format_report
+    from tunekit.data.pipeline import cache_root, prepare_data
+
+    cfg, tokenizer, template = _setup(args)
+    data = prepare_data(cfg, tokenizer, template)
+    print(format_report(data.stats, data.problems, cfg.data.cutoff_len))
+    state = "already cached" if data.cache_hit else "tokenized"
+    print(f"{state}: {len(data.train)} samples, fingerprint {data.fingerprint} "
+          f"in {cache_root(cfg) / 'datasets' / data.fingerprint}")
+    return 0

@@ -1,0 +1,51 @@
+"""Validation report and preview: file:line problems, counts, token-length percentiles.
+
+    tunekit data check CONFIG.yaml     -> exit 1 if any row is invalid
+    tunekit data preview CONFIG.yaml   -> rendered samples with the trained spans marked
+"""
+
+from __future__ import annotations
+
+from tunekit.data.records import Conversation
+from tunekit.data.templates import IGNORE_INDEX, ChatTemplate
+
+TRAINED_OPEN, TRAINED_CLOSE = "\x1b[42;30m", "\x1b[0m"  # green background on a terminal
+PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
+
+
+def format_report(stats: dict, problems, cutoff_len: int) -> str:
+    lines = [str(p) for p in problems]
+    counts = (f"rows read: {stats.get('rows_read', 0)}  kept: {stats.get('kept', 0)}  "
+              f"skipped: {stats.get('skipped', 0)}  truncated to {cutoff_len}: {stats.get('truncated', 0)}  "
+              f"answer truncated away: {stats.get('answers_lost', 0)}")
+    if "blocks" in stats:
+        counts += f"  blocks: {stats['blocks']}  tokens: {stats['tokens']}"
+    lines.append(counts)
+    lines.append("token lengths: " + "  ".join(f"{k} {stats.get(k, 0)}" for k in ("p50", "p90", "p99", "max")))
+    if stats.get("answers_lost"):
+        lines.append(f"hint: {stats['answers_lost']} samples lost their whole answer to truncation; "
+                     "raise data.cutoff_len")
+    return "\n".join(lines)
+
+
+def render_marked(template: ChatTemplate, conv: Conversation, color: bool, **options) -> tuple[str, int, int]:
+    """The sample's text with each trained span wrapped in markers; (text, tokens, trained tokens)."""
+    enc = template.encode(conv, **options)
+    tok = template.tokenizer
+    opener, closer = (TRAINED_OPEN, TRAINED_CLOSE) if color else (PLAIN_OPEN, PLAIN_CLOSE)
+    pieces, run, trained = [], [], None
+    for token, label in zip(enc.input_ids, enc.labels):
+        is_trained = label != IGNORE_INDEX
+        if trained is not None and is_trained != trained:
+            pieces.append(_wrap(tok.decode(run), trained, opener, closer))
+            run = []
+        run.append(token)
+        trained = is_trained
+    if run:
+        pieces.append(_wrap(tok.decode(run), trained, opener, closer))
+    n_trained = sum(label != IGNORE_INDEX for label in enc.labels)
+    return "".join(pieces), len(enc.input_ids), n_trained
+
+
+def _wrap(text: str, trained: bool, opener: str, closer: str) -> str:
+    return f"{opener}{text}{closer}" if trained else text

@@ -1,0 +1,157 @@
+"""Collators: turn tokenized samples `{"input_ids", "labels"}` into model batches.
+
+Labels arrive unshifted (the model shifts them) with -100 where nothing is trained.
+
+`PaddingCollator` right-pads every sample to the longest in the batch and returns an
+`attention_mask`. `PackedCollator` is padding-free: it concatenates the batch into one
+row `[1, total]` with `position_ids` that restart at 0 for every sample and no
+attention mask, and sets the first label of every sample to -100 so that the last token
+of one sample is never trained to predict the first token of the next. Both give the
+same loss over the same trained tokens; tests/unit/test_packing_equivalence.py checks it.
+
+When packing is safe (transformers 5.x, read in masking_utils.py and
+modeling_flash_attention_utils.py):
+
+- eager, sdpa, flex_attention: `create_causal_mask` calls `find_packed_sequence_indices`
+  on `position_ids` and builds a block-diagonal causal mask, but only when the forward
+  gets `attention_mask=None` AND no cache. A model whose `config.use_cache` is True
+  builds an empty DynamicCache in forward, the packed check is skipped and samples
+  attend across boundaries. The Trainer sets `model.config.use_cache =
+  TrainingArguments.use_cache` (False by default); outside the Trainer pass
+  `use_cache=False`. A new sample is wherever a position id is not the previous one
+  plus 1, so restarting at 0 always marks it. The mask is per row; sdpa then materialises
+  a [rows, 1, total, total] mask (no flash kernel), so packing saves the pad tokens'
+  compute but attention still costs total^2.
+- flash_attention_2/3/4: varlen attention from `cu_seq_lens_*`/`max_length_*` when given
+  (`PackedCollator(return_flash_kwargs=True)`), otherwise derived from `position_ids`,
+  which only happens for a single row without attention mask and needs every sample to
+  start at the same (minimum) position id, 0 here.
+- Anything else (remote-code models such as ChatGLM or Baichuan build their own masks,
+  custom kernels) is treated as unsafe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from tunekit.data.templates import IGNORE_INDEX
+from tunekit.errors import ConfigError
+
+# Attention implementations that keep packed samples apart given position_ids alone.
+PACKING_SAFE_ATTENTION = frozenset(
+    {"eager", "sdpa", "flex_attention"}
+    | {"flash_attention_2", "flash_attention_3", "flash_attention_4"}
+)
+# Only models implemented in transformers itself build their masks with masking_utils.
+TRANSFORMERS_MODEL_MODULE = "transformers.models."
+
+
+class PaddingCollator:
+    """Right-pads a batch to its longest sample (optionally rounded up to a multiple)."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ConfigError(
+                f"pad_to_multiple_of must be a positive integer or unset, got {pad_to_multiple_of}."
+            )
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        samples = [_sample_tensors(feature) for feature in _non_empty(features)]
+        width = self._padded_width(max(len(ids) for ids, _ in samples))
+        input_ids = torch.full((len(samples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, (ids, sample_labels) in enumerate(samples):
+            input_ids[row, : len(ids)] = ids
+            labels[row, : len(ids)] = sample_labels
+            attention_mask[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _padded_width(self, longest: int) -> int:
+        multiple = self.pad_to_multiple_of or 1
+        return -(-longest // multiple) * multiple
+
+
+class PackedCollator:
+    """Concatenates a batch into one row with per-sample position_ids (padding-free).
+
+    With `return_flash_kwargs` it also returns `cu_seq_lens_q/k` (int32 cumulative sample
+    lengths) and `max_length_q/k` (int), the varlen kwargs transformers' flash-attention
+    path reads (same names as `DataCollatorWithFlattening`); other attention
+    implementations ignore them.
+    """
+
+    def __init__(self, return_flash_kwargs: bool = False):
+        self.return_flash_kwargs = return_flash_kwargs
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor | int]:
+        samples = [_sample_tensors(feature) for feature in _non_empty(features)]
+        lengths = [len(ids) for ids, _ in samples]
+        labels = [sample_labels.clone() for _, sample_labels in samples]
+        for sample_labels in labels:
+            sample_labels[:1] = IGNORE_INDEX
+        batch = {
+            "input_ids": torch.cat([ids for ids, _ in samples])[None],
+            "labels": torch.cat(labels)[None],
+            "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+        }
+        if self.return_flash_kwargs:
+            batch.update(_flash_kwargs(lengths))
+        return batch
+
+
+def _flash_kwargs(lengths: list[int]) -> dict[str, torch.Tensor | int]:
+    """Varlen kwargs of transformers' `_flash_attention_forward` for samples of these lengths."""
+    cu_seq_lens = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    longest = max(lengths)
+    return {
+        "cu_seq_lens_q": cu_seq_lens,
+        "cu_seq_lens_k": cu_seq_lens,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
+def _non_empty(features: Sequence[dict]) -> Sequence[dict]:
+    if not features:
+        raise ValueError("Cannot collate an empty batch.")
+    return features
+
+
+def _sample_tensors(feature: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sample's input_ids and labels as int64 tensors of equal length."""
+    ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+    labels = torch.as_tensor(feature["labels"], dtype=torch.long)
+    if ids.shape != labels.shape or ids.dim() != 1:
+        raise ValueError(
+            f"A sample needs 1-D input_ids and labels of equal length, got {tuple(ids.shape)} "
+            f"and {tuple(labels.shape)}."
+        )
+    return ids, labels
+
+
+def supports_packing(model) -> bool:
+    """True when `model` keeps PackedCollator's samples apart (see the module docstring).
+
+    That is: a model implemented in transformers (not remote code), possibly wrapped by
+    peft, whose attention implementation is in PACKING_SAFE_ATTENTION. It still needs
+    `use_cache=False` at forward time, which the Trainer's default TrainingArguments give.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    implementation = getattr(base.config, "_attn_implementation", None)
+    is_native = type(base).__module__.startswith(TRANSFORMERS_MODEL_MODULE)
+    return is_native and implementation in PACKING_SAFE_ATTENTION
+
+
+def padding_fraction(batches: Iterable[dict]) -> float:
+    """Fraction of all positions in `batches` that are padding (0.0 for packed batches)."""
+    padded = total = 0
+    for batch in batches:
+        total += batch["input_ids"].numel()
+        if "attention_mask" in batch:
+            padded += int((batch["attention_mask"] == 0).sum())
+    return padded / total if total else 0.0

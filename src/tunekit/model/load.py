@@ -1,0 +1,107 @@
+"""Tokenizer and base model: dtype, quantization, remote code (opt-in), vocabulary resize.
+
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, tokenizer, quantization=None)
+
+Models whose repository ships its own modeling code (ChatGLM, Baichuan) need
+`trust_remote_code: true`; without it the load stops with a message that says so, before
+any code of the model runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from tunekit.config import ModelConfig
+from tunekit.errors import ConfigError, TunekitError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on the CPU."""
+    if name != "auto":
+        return DTYPES[name]
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def needs_remote_code(name_or_path: str) -> bool:
+    config = Path(name_or_path) / "config.json"
+    if not config.is_file():
+        return False
+    return bool(json.loads(config.read_text(encoding="utf-8")).get("auto_map"))
+
+
+def _check_remote_code(cfg: ModelConfig) -> None:
+    if needs_remote_code(cfg.name_or_path) and not cfg.trust_remote_code:
+        raise ConfigError(f"model {cfg.name_or_path} ships its own modeling code (auto_map in config.json), "
+                          "which runs Python from the model's folder; if you trust it, set "
+                          "model.trust_remote_code: true")
+
+
+def _from_pretrained(loader, cfg: ModelConfig, what: str, **kwargs):
+    _check_remote_code(cfg)
+    try:
+        return loader.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        text = str(exc)
+        if "trust_remote_code" in text:
+            raise ConfigError(f"{cfg.name_or_path} needs its own modeling code: set model.trust_remote_code: "
+                              "true if you trust it") from None
+        if isinstance(exc, OSError):
+            raise TunekitError(f"cannot load the {what} of '{cfg.name_or_path}': {text.splitlines()[0]} "
+                               "(give a local model directory, or a hub id reachable from here)") from None
+        raise
+
+
+def load_tokenizer(cfg: ModelConfig, path: str | None = None):
+    from transformers import AutoTokenizer
+
+    src = ModelConfig(**{**cfg.__dict__, "name_or_path": path or cfg.name_or_path})
+    tokenizer = _from_pretrained(AutoTokenizer, src, "tokenizer")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig, tokenizer=None, quantization=None, dtype: torch.dtype | None = None):
+    """The base model in the requested dtype, embeddings grown to the tokenizer's size."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype or resolve_dtype(cfg.dtype)}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": _quantized_device()}
+    model = _from_pretrained(AutoModelForCausalLM, cfg, "model", **kwargs)
+    if tokenizer is not None:
+        resize_embeddings(model, tokenizer)
+    return model
+
+
+def _quantized_device():
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return PartialState().process_index % torch.cuda.device_count()
+    return "cpu"
+
+
+def resize_embeddings(model, tokenizer) -> bool:
+    """Grow the embeddings when the tokenizer has more tokens (extended-vocabulary models)."""
+    size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= size:
+        return False
+    log.warning("tokenizer has %d tokens, model embeddings %d: resizing (new rows must be trained: use "
+                "method full, or modules_to_save: [embed_tokens, lm_head] with LoRA)", len(tokenizer), size)
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    return True

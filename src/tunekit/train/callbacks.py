@@ -1,0 +1,82 @@
+"""Trainer callbacks: a metrics log, a NaN/inf loss guard and the loss plot.
+
+All of them act on the main process only, so a multi-process run writes each file once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tunekit.errors import TunekitError
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every log record (loss, lr, eval loss, ...) to metrics.jsonl."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / METRICS_FILE
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class NonFiniteLossError(TunekitError):
+    pass
+
+
+class NanGuard(TrainerCallback):
+    """Stops the run at the first NaN/inf loss; the caller raises `self.error` after train()."""
+
+    def __init__(self, precision: str):
+        self.precision = precision
+        self.error: NonFiniteLossError | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            fix = ("fp16 overflows easily: use precision bf16 (or fp32)" if self.precision == "fp16" else
+                   "lower train.learning_rate (e.g. by 10x), keep train.max_grad_norm at 1.0, and check the data")
+            self.error = NonFiniteLossError(f"loss became {loss} at step {state.global_step}: {fix}; "
+                                            "the last complete checkpoint is kept")
+            control.should_training_stop = True
+            control.should_save = False
+
+
+def plot_loss(run_dir: Path) -> Path | None:
+    """loss.png from metrics.jsonl: training loss per step, and eval loss when there is one."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for points, label in ((train, "train loss"), (evals, "eval loss")):
+        if points:
+            ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(run_dir) / PLOT_FILE
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,174 @@
+"""train(config): tokenizer -> template -> data -> model -> method -> Trainer -> run directory.
+
+Reads top to bottom. Everything the run needs later (template, stop tokens, base model)
+is written into the run directory, tunekit.json last, so merge / chat / serve / eval
+never ask the user to repeat it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from tunekit.config import Config, validate_for_training
+from tunekit.data.collate import PackedCollator, PaddingCollator, supports_packing
+from tunekit.data.pipeline import prepare_data
+from tunekit.data.templates import TEMPLATE_FILE, load_template
+from tunekit.errors import ConfigError, TunekitError
+from tunekit.model.adapters import apply_method, trainable_summary
+from tunekit.model.load import load_model, load_tokenizer, resolve_dtype
+from tunekit.rundir import META_FILE, versions, write_json_atomic
+from tunekit.train.callbacks import METRICS_FILE, MetricsLog, NanGuard, plot_loss
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def train(cfg: Config) -> Path:
+    validate_for_training(cfg)
+    run_dir = prepare_run_dir(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
+    data = prepare_data(cfg, tokenizer, template)
+    log.info("data: %d training samples%s (%s)", len(data.train),
+             f", {len(data.eval)} eval" if data.eval is not None else "", "cache hit" if data.cache_hit else "tokenized")
+    model = build_model(cfg, tokenizer)
+    log.info(trainable_summary(model))
+    trainer, guard = build_trainer(cfg, model, tokenizer, data, run_dir)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
+    if guard.error is not None:
+        raise guard.error
+    if trainer.is_world_process_zero():
+        save_run(cfg, trainer, tokenizer, template, data, run_dir)
+    return run_dir
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    run_dir = Path(cfg.train.output_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if cfg.train.overwrite:
+            if _is_main_process():
+                shutil.rmtree(run_dir)
+        elif not cfg.train.resume:
+            raise ConfigError(f"train.output_dir {run_dir} already exists and is not empty: set train.resume=true "
+                              "to continue its last checkpoint, train.overwrite=true to replace it, or choose "
+                              "another train.output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / META_FILE).unlink(missing_ok=True)  # a run being (re)trained is not finished
+    return run_dir
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def build_model(cfg: Config, tokenizer):
+    model = load_model(cfg.model, tokenizer)
+    return apply_method(model, cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing)
+
+
+def use_packing(cfg: Config, model) -> bool:
+    if cfg.train.stage != "sft":
+        return False
+    if cfg.data.packing is None:
+        return supports_packing(model)
+    if cfg.data.packing and not supports_packing(model):
+        raise ConfigError("data.packing is true but this model's attention implementation cannot keep packed "
+                          "samples apart; use model.attn_implementation: sdpa (or flash_attention_2 on GPU), or "
+                          "set data.packing: false")
+    return cfg.data.packing
+
+
+def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
+    from transformers import Trainer
+
+    packing = use_packing(cfg, model)
+    collator = PackedCollator() if packing else PaddingCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    guard = NanGuard(cfg.train.precision)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    trainer = Trainer(model=model, args=training_arguments(cfg, run_dir, data.eval is not None),
+                      train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
+                      callbacks=[MetricsLog(run_dir), guard])
+    return trainer, guard
+
+
+def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    precision = _precision(t.precision, cfg.model.dtype)
+    eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS), num_train_epochs=t.num_epochs, max_steps=t.max_steps,
+        learning_rate=t.learning_rate, per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, optim=t.optim, bf16=precision == "bf16", fp16=precision == "fp16",
+        logging_steps=t.logging_steps, logging_nan_inf_filter=False, save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit, eval_strategy=eval_strategy, eval_steps=t.eval_steps,
+        seed=t.seed, data_seed=t.seed, report_to=t.report_to or "none", remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        torch_compile=t.torch_compile, deepspeed=t.deepspeed, dataloader_num_workers=t.dataloader_workers,
+        save_strategy="steps", label_names=["labels"], disable_tqdm=False,
+    )
+
+
+def _precision(precision: str, model_dtype: str) -> str:
+    if precision == "auto":
+        dtype = resolve_dtype(model_dtype)
+        return "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32"
+    if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise ConfigError(f"train.precision {precision} needs a GPU; on the CPU use fp32 (or auto)")
+    return precision
+
+
+def resume_checkpoint(cfg: Config, run_dir: Path) -> str | None:
+    if not cfg.train.resume:
+        return None
+    checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
+    if checkpoint is None:
+        log.warning("train.resume is set but %s holds no complete checkpoint: starting from step 0",
+                    run_dir / CHECKPOINTS)
+    return str(checkpoint) if checkpoint else None
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The highest checkpoint-N with trainer_state.json, written last by the Trainer."""
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+            and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path) -> None:
+    """Weights, tokenizer and template first; tunekit.json last marks the run finished."""
+    trainer.save_model(str(run_dir))
+    if template is not None:
+        tokenizer.chat_template = template.source
+        (run_dir / TEMPLATE_FILE).write_text(template.source, encoding="utf-8")
+    tokenizer.save_pretrained(str(run_dir))
+    plot_loss(run_dir)
+    meta = {
+        "base_model": _absolute_if_local(cfg.model.name_or_path), "stage": cfg.train.stage,
+        "method": cfg.method.name, "template": template.describe() if template else None,
+        "data_fingerprint": data.fingerprint, "data_stats": data.stats, "steps": trainer.state.global_step,
+        "final_loss": _last_loss(trainer), "versions": versions(), "config": cfg.to_dict(),
+    }
+    write_json_atomic(run_dir / META_FILE, meta)
+
+
+def _last_loss(trainer) -> float | None:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return losses[-1] if losses else None
+
+
+def _absolute_if_local(name: str) -> str:
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+__all__ = ["train", "last_complete_checkpoint", "METRICS_FILE", "TunekitError"]
