@@ -29,7 +29,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunekit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="tunekit", description="Fine-tune open LLMs on your own data, then "
+                                     "compare, merge, chat with and serve the result.")
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

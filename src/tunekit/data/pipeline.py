@@ -168,6 +168,10 @@ def _tokenize_conversations(records: list[Conversation], template: ChatTemplate,
                     continue
             ids_out.append(ids)
             labels_out.append(labels)
+    if not ids_out and lengths:
+        raise DataError(f"no sample fits data.cutoff_len={d.cutoff_len}: {answers_lost} lost their whole answer "
+                        f"to truncation (median length {length_percentiles(lengths)['p50']} tokens); "
+                        "raise data.cutoff_len")
     dataset = Dataset.from_dict({"input_ids": ids_out, "labels": labels_out})
     stats = dict(kept=len(ids_out), truncated=truncated, answers_lost=answers_lost, **length_percentiles(lengths))
     return dataset, stats, problems

@@ -1,0 +1,21 @@
+"""tunekit webui TARGET: a chat page in the browser, with adapters side by side (127.0.0.1 by default)."""
+
+from tunekit.serve.options import add_engine_arguments, add_sampling_arguments, load_engine, params_from_args
+
+
+def add_arguments(parser):
+    add_engine_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true",
+                        help="also open a public gradio.live link (off unless asked: anyone with it can use the model)")
+    add_sampling_arguments(parser)
+
+
+def run(args) -> int:
+    from tunekit.serve.webui import launch
+
+    params = params_from_args(args)
+    with load_engine(args) as engine:
+        launch(engine, params, host=args.host, port=args.port, share=args.share)
+    return 0
