@@ -1,0 +1,73 @@
+"""Generated token ids -> answer text, one token at a time: the one place that decides where
+an answer ends.
+
+    answer = Answer(tokenizer, stop_token_ids=[7], stop_strings=["\\n\\n"], max_new_tokens=64)
+    for token in tokens:
+        shown = answer.push(token)      # text safe to show now (maybe "")
+        if answer.finish_reason: break
+    shown += answer.flush()
+
+- a stop token ends the answer and its text is never shown;
+- a stop string cuts the answer at its first occurrence, also when it spans increments
+  (text that could be the start of a stop string is held back until it is clear);
+- a multi-byte character split over tokens (Chinese in byte-level BPE) is held back until
+  complete, so no increment ends in half a character.
+"""
+
+from __future__ import annotations
+
+REPLACEMENT = "\ufffd"  # what decoding gives for an incomplete UTF-8 sequence
+
+
+class Answer:
+    def __init__(self, tokenizer, stop_token_ids: list[int], stop_strings: list[str], max_new_tokens: int):
+        self.tokenizer = tokenizer
+        self.stop_token_ids = set(stop_token_ids)
+        self.stop_strings = list(stop_strings)
+        self.max_new_tokens = max_new_tokens
+        self.ids: list[int] = []  # answer tokens, stop token excluded
+        self.completion_tokens = 0  # tokens the model generated, stop token included
+        self.text = ""  # the answer so far, as final as it can be
+        self.shown = 0  # characters of self.text already handed out
+        self.finish_reason: str | None = None
+
+    def push(self, token_id: int) -> str:
+        """Take one generated token; return the newly showable text."""
+        if self.finish_reason is not None:
+            return ""
+        self.completion_tokens += 1
+        if token_id in self.stop_token_ids:
+            self.finish_reason = "stop"
+            return self.flush()
+        self.ids.append(token_id)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if self._cut_at_stop_string():
+            self.finish_reason = "stop"
+            return self.flush()
+        if self.completion_tokens >= self.max_new_tokens:
+            self.finish_reason = "length"
+            return self.flush()
+        return self._take(self._showable_end())
+
+    def flush(self) -> str:
+        """At the end: everything not yet shown (a trailing half character is dropped)."""
+        self.text = self.text.rstrip(REPLACEMENT)
+        return self._take(len(self.text))
+
+    def _cut_at_stop_string(self) -> bool:
+        hits = [self.text.find(s) for s in self.stop_strings]
+        hits = [h for h in hits if h >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+        return bool(hits)
+
+    def _showable_end(self) -> int:
+        """Text is held back while it ends in a half character or in the start of a stop string."""
+        text = self.text.rstrip(REPLACEMENT)
+        held = max((k for s in self.stop_strings for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        return len(text) - held
+
+    def _take(self, end: int) -> str:
+        piece = self.text[self.shown: end]
+        self.shown = max(self.shown, end)
+        return piece

@@ -1,0 +1,10 @@
+"""Generation backends: `hf` (transformers + peft, the default) and `vllm` (optional, GPU).
+
+A backend turns prompt token ids into generated token ids; the engine does everything
+else (templates, stop rules, text, queueing). Each module is imported only when chosen.
+"""
+
+BACKENDS = {
+    "hf": "tunekit.infer.backends.hf",
+    "vllm": "tunekit.infer.backends.vllm",
+}

@@ -1,0 +1,145 @@
+"""The default backend: a transformers model, with peft adapters switched by name
+(model/multi.py loads them onto the model and activates one).
+
+Generation is `model.generate`, fed token by token to a callback (streaming) or run on a
+left-padded batch. Not thread-safe by itself: the engine calls it from its one worker
+thread, so one generation at a time touches the model (and the active adapter).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from tunekit.config import ModelConfig
+from tunekit.infer.params import GenerationParams
+from tunekit.model.load import DTYPES, load_model, resolve_dtype
+from tunekit.model.multi import activate, load_adapters
+
+
+class HFBackend:
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, model_path: str, tokenizer, adapters: dict[str, Path], dtype: str = "auto",
+             trust_remote_code: bool = False) -> HFBackend:
+        """The model at model_path; with adapters (run directories by name), a PeftModel holding them all."""
+        if adapters:
+            model, _ = load_adapters(adapters, dtype=_dtype_name(dtype), base=model_path)
+        else:
+            cfg = ModelConfig(name_or_path=model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+            model = load_model(cfg, tokenizer)
+        if torch.cuda.is_available() and not getattr(model, "hf_device_map", None):
+            model.to("cuda")
+        model.eval()
+        return cls(model, tokenizer)
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") \
+            else self.model.config
+        for key in ("max_position_embeddings", "seq_length", "n_positions"):
+            if getattr(config, key, None):
+                return int(getattr(config, key))
+        return int(min(self.tokenizer.model_max_length, 1 << 20))
+
+    @property
+    def generation_config(self):
+        return getattr(self.model, "generation_config", None)
+
+    @torch.inference_mode()
+    def generate(self, prompt_ids: list[int], params: GenerationParams, stop_ids: list[int], adapter: str | None,
+                 on_token: Callable[[int], bool]) -> None:
+        """Generate for one prompt, calling on_token(id) per new token until it returns False."""
+        feed = _TokenFeed(on_token)
+        inputs = torch.tensor([prompt_ids], device=self.model.device)
+        with self._adapter(adapter):
+            _seed(params)
+            self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
+                                generation_config=self._config(params, stop_ids), streamer=feed,
+                                stopping_criteria=StoppingCriteriaList([_StopWhenFed(feed)]))
+
+    @torch.inference_mode()
+    def generate_batch(self, prompts: list[list[int]], params: GenerationParams, stop_ids: list[int],
+                       adapter: str | None) -> list[list[int]]:
+        """One generate call for all prompts, left-padded; the new tokens of each row."""
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+        with self._adapter(adapter):
+            _seed(params)
+            out = self.model.generate(input_ids=inputs, attention_mask=mask,
+                                      generation_config=self._config(params, stop_ids))
+        return [row[width:].tolist() for row in out]
+
+    def _config(self, params: GenerationParams, stop_ids: list[int]) -> GenerationConfig:
+        """Every knob that matters set explicitly, so a model's own generation_config cannot change them
+        (greedy decoding ignores temperature, top_p and top_k)."""
+        sampling = {"temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k} \
+            if params.temperature > 0 else {}
+        return GenerationConfig(
+            max_new_tokens=params.max_new_tokens, do_sample=params.temperature > 0, **sampling,
+            repetition_penalty=params.repetition_penalty, eos_token_id=list(stop_ids),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def _adapter(self, adapter: str | None):
+        """Run with the named adapter active, or with all adapters off (None)."""
+        if not hasattr(self.model, "peft_config"):
+            return nullcontext()
+        if adapter is None:
+            return self.model.disable_adapter()
+        activate(self.model, adapter)
+        return nullcontext()
+
+
+def _dtype_name(dtype: str) -> str:
+    """auto -> the dtype load_model would pick here (bf16/fp16 on GPU, fp32 on CPU), so all paths agree."""
+    if dtype != "auto":
+        return dtype
+    chosen = resolve_dtype("auto")
+    return next(name for name, value in DTYPES.items() if value == chosen)
+
+
+def _seed(params: GenerationParams) -> None:
+    if params.seed is not None and params.temperature > 0:
+        torch.manual_seed(params.seed)
+
+
+class _TokenFeed(BaseStreamer):
+    """Hands each generated token to a callback; remembers when the callback wants no more."""
+
+    def __init__(self, on_token: Callable[[int], bool]):
+        self.on_token = on_token
+        self.prompt_seen = False
+        self.stopped = False
+
+    def put(self, value):
+        if not self.prompt_seen:  # generate first passes the prompt
+            self.prompt_seen = True
+            return
+        for token in value.view(-1).tolist():
+            if not self.stopped and self.on_token(token) is False:
+                self.stopped = True
+
+    def end(self):
+        pass
+
+
+class _StopWhenFed(StoppingCriteria):
+    def __init__(self, feed: _TokenFeed):
+        self.feed = feed
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.feed.stopped, dtype=torch.bool, device=input_ids.device)
+
+
+Backend = HFBackend

@@ -1,0 +1,269 @@
+"""The inference engine behind `tunekit chat`, `tunekit webui`, `tunekit serve` and eval.
+
+    engine = Engine.load("runs/ner-lora")                     # run dir, model dir or hub id
+    for piece in engine.stream(messages, GenerationParams()):  # the primitive: text increments
+        print(piece, end="", flush=True)
+    reply = engine.chat(messages, params)                      # Reply(text, tokens, finish_reason)
+    replies = engine.batch([messages1, messages2], params)     # left-padded, one generate per batch
+
+Prompts are rendered by `ChatTemplate.prompt`, the function training used, and answers
+end at the run's end-of-turn tokens (infer/target.py decides which), so the model answers
+as it was trained and stops where it learned to. `Answer` (infer/answer.py) turns tokens
+into text.
+
+The model is held once and touched by one worker thread only: every generation, from any
+number of callers, is queued to it in order, so two generations never share the model at
+the same time. A caller that stops reading a stream (or closes it) cancels its generation.
+
+Adapters: a LoRA run directory brings its own adapter; more come with `adapters=[...]`,
+each named after its folder. `adapter=None` means the default: the run's own adapter for a
+LoRA run, else the model itself; `adapter=BASE` is the base model with all adapters off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import jinja2
+
+from tunekit.config import ModelConfig
+from tunekit.data.templates import ChatTemplate
+from tunekit.errors import TunekitError
+from tunekit.infer.answer import Answer
+from tunekit.infer.backends import BACKENDS
+from tunekit.infer.params import GenerationParams, Reply, check_params
+from tunekit.infer.target import adapter_name, chat_template, read_adapter_run, resolve_target, stop_token_ids
+from tunekit.model.load import load_tokenizer
+
+BASE = "base"  # the adapter choice that runs the base model with every adapter off
+
+
+class PromptTooLong(TunekitError):
+    """The prompt leaves no room for an answer in the model's context."""
+
+    def __init__(self, prompt_tokens: int, context_length: int):
+        super().__init__(f"the prompt has {prompt_tokens} tokens but the model's context holds {context_length}: "
+                         "shorten the conversation or the system prompt")
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+class UnknownAdapter(TunekitError):
+    """An adapter name that is not loaded."""
+
+
+@dataclass
+class Variant:
+    """One way to answer: an adapter (or none) with the template and stop tokens it was trained with."""
+
+    adapter: str | None
+    template: ChatTemplate
+    stop_token_ids: list[int]
+
+
+class Engine:
+    def __init__(self, backend, tokenizer, name: str, variants: dict[str, Variant], default_adapter: str):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.name = name
+        self.variants = variants
+        self.default_adapter = default_adapter
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunekit-generate")
+
+    @classmethod
+    def load(cls, target: str, adapters: list[str] | None = None, dtype: str = "auto",
+             trust_remote_code: bool | None = None, backend: str = "hf") -> Engine:
+        backend_type = backend_class(backend)
+        spec = resolve_target(str(target), trust_remote_code)
+        tokenizer = load_tokenizer(ModelConfig(name_or_path=spec.tokenizer_path,
+                                               trust_remote_code=spec.trust_remote_code))
+        template = chat_template(spec.tokenizer_path, tokenizer, spec.run)
+        folders = _adapter_folders(spec, adapters or [])
+        loaded = backend_type.load(spec.model_path, tokenizer, {n: p for n, (p, _) in folders.items()},
+                                   dtype, spec.trust_remote_code)
+        eos = loaded.generation_config
+        variants = {BASE: Variant(None, template, stop_token_ids(template, spec.run, eos))}
+        for name, (path, run) in folders.items():
+            own = chat_template(str(path), tokenizer, run)
+            variants[name] = Variant(name, own, stop_token_ids(own, run, eos))
+        default = next(iter(folders)) if spec.adapter_path else BASE
+        return cls(loaded, tokenizer, spec.name, variants, default)
+
+    # -- what is loaded ---------------------------------------------------------------------
+    @property
+    def model(self):
+        return self.backend.model
+
+    @property
+    def template(self) -> ChatTemplate:
+        return self.variants[self.default_adapter].template
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [name for name in self.variants if name != BASE]
+
+    @property
+    def context_length(self) -> int:
+        return self.backend.context_length
+
+    def variant(self, adapter: str | None) -> Variant:
+        name = self.default_adapter if adapter is None else adapter
+        if name not in self.variants:
+            raise UnknownAdapter(f"adapter '{adapter}' is not loaded; choose one of {', '.join(self.variants)}")
+        return self.variants[name]
+
+    def encode(self, messages: list[dict], adapter: str | None = None) -> list[int]:
+        """The prompt ids for the next answer, rendered exactly as in training."""
+        return _prompt_ids(self.variant(adapter), messages)
+
+    # -- generation -------------------------------------------------------------------------
+    def stream(self, messages: list[dict], params: GenerationParams, adapter: str | None = None) -> Generation:
+        """Start (queue) one answer; iterate the result for text increments. Checks happen now."""
+        check_params(params)
+        variant = self.variant(adapter)
+        prompt = _prompt_ids(variant, messages)
+        generation = Generation(len(prompt))
+        self._worker.submit(self._generate, generation, prompt, self._fit(params, len(prompt)), variant)
+        return generation
+
+    def chat(self, messages: list[dict], params: GenerationParams, adapter: str | None = None) -> Reply:
+        generation = self.stream(messages, params, adapter)
+        for _ in generation:
+            pass
+        return generation.reply
+
+    def batch(self, list_of_messages: list[list[dict]], params: GenerationParams, adapter: str | None = None,
+              batch_size: int = 16) -> list[Reply]:
+        """Answers for many conversations: one left-padded generate call per batch of batch_size."""
+        check_params(params)
+        variant = self.variant(adapter)
+        prompts = [_prompt_ids(variant, m) for m in list_of_messages]
+        replies = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start: start + batch_size]
+            fitted = self._fit(params, max(len(p) for p in chunk))
+            rows = self._worker.submit(self.backend.generate_batch, chunk, fitted, variant.stop_token_ids,
+                                       variant.adapter).result()
+            replies += [self._reply(prompt, row, fitted, variant) for prompt, row in zip(chunk, rows)]
+        return replies
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- on the worker thread ---------------------------------------------------------------
+    def _generate(self, generation: Generation, prompt: list[int], params: GenerationParams,
+                  variant: Variant) -> None:
+        answer = Answer(self.tokenizer, variant.stop_token_ids, params.stop, params.max_new_tokens)
+
+        def on_token(token: int) -> bool:
+            if generation.cancelled:
+                return False
+            generation.put(answer.push(token))
+            return answer.finish_reason is None
+
+        try:
+            if not generation.cancelled:
+                self.backend.generate(prompt, params, variant.stop_token_ids, variant.adapter, on_token)
+            generation.put(answer.flush())
+            generation.finish(Reply(answer.text, len(prompt), answer.completion_tokens,
+                                    answer.finish_reason or "length"))
+        except BaseException as exc:  # handed to the reader, who re-raises it
+            generation.fail(exc)
+
+    def _reply(self, prompt: list[int], row: list[int], params: GenerationParams, variant: Variant) -> Reply:
+        answer = Answer(self.tokenizer, variant.stop_token_ids, params.stop, params.max_new_tokens)
+        for token in row:
+            answer.push(token)
+            if answer.finish_reason:
+                break
+        answer.flush()
+        return Reply(answer.text, len(prompt), answer.completion_tokens, answer.finish_reason or "length")
+
+    def _fit(self, params: GenerationParams, prompt_tokens: int) -> GenerationParams:
+        """max_new_tokens cut to what the context leaves after the prompt."""
+        room = self.context_length - prompt_tokens
+        if room < 1:
+            raise PromptTooLong(prompt_tokens, self.context_length)
+        return replace(params, max_new_tokens=min(params.max_new_tokens, room))
+
+
+class Generation(Iterator[str]):
+    """One answer on its way: iterating yields text increments; `.reply` is set at the end."""
+
+    _END = object()
+
+    def __init__(self, prompt_tokens: int):
+        self.prompt_tokens = prompt_tokens
+        self.reply: Reply | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self._done = False
+
+    def __next__(self) -> str:
+        while not self._done:
+            item = self._queue.get()
+            if isinstance(item, str):
+                return item
+            self._done = True
+            if isinstance(item, BaseException):
+                raise item
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop reading: the generation ends at its next token."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def put(self, text: str) -> None:
+        if text:
+            self._queue.put(text)
+
+    def finish(self, reply: Reply) -> None:
+        self.reply = reply
+        self._queue.put(self._END)
+
+    def fail(self, exc: BaseException) -> None:
+        self._queue.put(exc)
+
+
+def _prompt_ids(variant: Variant, messages: list[dict]) -> list[int]:
+    try:
+        return variant.template.encode_prompt(messages)
+    except jinja2.TemplateError as exc:
+        raise TunekitError(f"the chat template refused this conversation: {exc}") from None
+
+
+def backend_class(name: str):
+    if name not in BACKENDS:
+        raise TunekitError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
+    try:
+        module = importlib.import_module(BACKENDS[name])
+    except ImportError as exc:
+        raise TunekitError(f"backend '{name}' needs {exc.name or 'an extra package'}: "
+                           f"pip install 'tunekit[{name}]'") from None
+    return module.Backend
+
+
+def _adapter_folders(spec, extra: list[str]) -> dict[str, tuple[Path, object]]:
+    """name -> (run directory, RunInfo): the target run's own adapter first, then the extra ones."""
+    folders: dict[str, tuple[Path, object]] = {}
+    paths = ([spec.adapter_path] if spec.adapter_path else []) + [Path(p) for p in extra]
+    for path in paths:
+        run = spec.run if path == spec.adapter_path else read_adapter_run(path, spec.model_path)
+        folders[adapter_name(path, set(folders) | {BASE})] = (path, run)
+    return folders

@@ -1,0 +1,309 @@
+"""OpenAI-compatible HTTP API over the engine (FastAPI + uvicorn).
+
+    tunekit serve runs/ner-lora --api-key secret
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
+    client.chat.completions.create(model="ner-lora", messages=[...], stream=True)
+
+Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions (`stream: true`
+sends server-sent events ending with `data: [DONE]`; `stream_options.include_usage` adds a
+usage chunk), GET /health. Model ids: the target's name (its default adapter), and when
+adapters are loaded, each adapter's name and `base`. Parameters: max_tokens (or
+max_completion_tokens), temperature, top_p, seed, stop, plus top_k and repetition_penalty;
+a parameter left out takes the server's default (greedy unless started with --temperature).
+
+Every failure is a JSON body {"error": {"message", "type", "param", "code"}} with a 4xx
+status (401 key, 404 model or path, 400 JSON / parameters / prompt too long, 413 body too
+large), and the server keeps serving. Generations are queued by the engine, one at a time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from tunekit.errors import TunekitError
+from tunekit.infer.engine import BASE, PromptTooLong
+from tunekit.infer.params import GenerationParams, InvalidParams, check_params
+
+
+@dataclass
+class Limits:
+    max_tokens: int = 2048  # the largest max_tokens a request may ask for
+    max_request_bytes: int = 1 << 20  # the largest request body
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.kind = status, message, code, param, kind
+
+    def response(self) -> JSONResponse:
+        body = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+        return JSONResponse({"error": body}, status_code=self.status)
+
+
+# -- request ---------------------------------------------------------------------------------
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    tools: list | None = None
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    try:
+        request = ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError(400, f"{where}: {first['msg']}", code="invalid_value", param=where) from None
+    refuse_unsupported(request)
+    return request
+
+
+def refuse_unsupported(request: ChatRequest) -> None:
+    unsupported = {
+        "n": request.n != 1, "presence_penalty": request.presence_penalty != 0,
+        "frequency_penalty": request.frequency_penalty != 0, "logprobs": request.logprobs,
+        "tools": bool(request.tools),
+    }
+    for name, used in unsupported.items():
+        if used:
+            raise ApiError(400, f"{name} is not supported by this server; leave it out", code="unsupported", param=name)
+
+
+def to_messages(request: ChatRequest) -> list[dict]:
+    messages = []
+    for i, message in enumerate(request.messages):
+        content = message.content
+        if isinstance(content, list):
+            if any(part.type != "text" for part in content):
+                raise ApiError(400, f"messages.{i}.content: only text parts are supported", param="messages")
+            content = "".join(part.text or "" for part in content)
+        role = "system" if message.role == "developer" else message.role
+        messages.append({"role": role, "content": content or ""})
+    return messages
+
+
+def to_params(request: ChatRequest, defaults: GenerationParams, limits: Limits) -> GenerationParams:
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    if max_tokens is not None and not 1 <= max_tokens <= limits.max_tokens:
+        raise ApiError(400, f"max_tokens must be between 1 and {limits.max_tokens}, got {max_tokens}",
+                       code="invalid_value", param="max_tokens")
+    given = {"temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
+             "repetition_penalty": request.repetition_penalty, "seed": request.seed,
+             "stop": [request.stop] if isinstance(request.stop, str) else request.stop}
+    params = replace(defaults, max_new_tokens=min(max_tokens or defaults.max_new_tokens, limits.max_tokens),
+                     **{k: v for k, v in given.items() if v is not None})
+    try:
+        check_params(params)
+    except InvalidParams as exc:
+        raise ApiError(400, str(exc), code="invalid_value", param=str(exc).split()[0]) from None
+    return params
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body is {declared} bytes; this server accepts at most {limit}",
+                       code="request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
+    return bytes(body)
+
+
+# -- response --------------------------------------------------------------------------------
+def completion(cid: str, model: str, reply) -> dict:
+    return {
+        "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                     "finish_reason": reply.finish_reason, "logprobs": None}],
+        "usage": usage(reply),
+    }
+
+
+def usage(reply) -> dict:
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
+def chunk(cid: str, model: str, delta: dict, finish_reason: str | None = None, with_usage: bool = False) -> str:
+    data = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+    if with_usage:
+        data["usage"] = None
+    return sse(data)
+
+
+def sse(data) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def events(generation, cid: str, model: str, include_usage: bool):
+    """The server-sent events of one streamed answer; closing early cancels the generation."""
+    try:
+        yield chunk(cid, model, {"role": "assistant", "content": ""}, with_usage=include_usage)
+        async for piece in iterate_in_threadpool(generation):
+            yield chunk(cid, model, {"content": piece}, with_usage=include_usage)
+        reply = generation.reply
+        yield chunk(cid, model, {}, reply.finish_reason, with_usage=include_usage)
+        if include_usage:
+            yield sse({"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                       "choices": [], "usage": usage(reply)})
+    except Exception as exc:  # the status line is already sent: report in the stream
+        yield sse({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})
+    finally:
+        generation.close()
+    yield "data: [DONE]\n\n"
+
+
+# -- app -------------------------------------------------------------------------------------
+def model_ids(engine, served_name: str) -> dict[str, str | None]:
+    """model id -> adapter choice: the served name is the default; adapters and base when there are any."""
+    ids = {served_name: None}
+    if engine.adapter_names:
+        ids.update({name: name for name in [*engine.adapter_names, BASE] if name not in ids})
+    return ids
+
+
+def build_app(engine, defaults: GenerationParams, api_key: str | None = None, model_name: str | None = None,
+              limits: Limits = Limits()) -> FastAPI:
+    served = model_name or engine.name
+    ids = model_ids(engine, served)
+    created = int(time.time())
+    app = FastAPI(title="tunekit", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key",
+                           kind="authentication_error")
+        if not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise ApiError(401, "wrong API key", code="invalid_api_key", kind="authentication_error")
+
+    def model_card(model_id: str) -> dict:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "tunekit"}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [model_card(i) for i in ids]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str, request: Request):
+        authorize(request)
+        adapter_for(model_id)
+        return model_card(model_id)
+
+    def adapter_for(model_id: str) -> str | None:
+        if model_id not in ids:
+            raise ApiError(404, f"model '{model_id}' does not exist; this server has {', '.join(ids)}",
+                           code="model_not_found", param="model")
+        return ids[model_id]
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        authorize(request)
+        body = parse_request(await read_body(request, limits.max_request_bytes))
+        adapter = adapter_for(body.model)
+        messages, params = to_messages(body), to_params(body, defaults, limits)
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            generation = await run_in_threadpool(engine.stream, messages, params, adapter)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(events(generation, cid, body.model, include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        reply = await run_in_threadpool(engine.chat, messages, params, adapter)
+        return completion(cid, body.model, reply)
+
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(PromptTooLong)
+    async def too_long(request, exc: PromptTooLong):
+        return ApiError(400, str(exc), code="context_length_exceeded", param="messages").response()
+
+    @app.exception_handler(TunekitError)
+    async def user_error(request, exc: TunekitError):
+        return ApiError(400, str(exc), code="invalid_request").response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return ApiError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None,
+                        ).response()
+
+    @app.exception_handler(Exception)
+    async def server_error(request, exc: Exception):
+        return ApiError(500, f"internal error: {exc}", kind="server_error").response()
+
+
+def serve(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          model_name: str | None = None, limits: Limits = Limits()) -> None:
+    import uvicorn
+
+    app = build_app(engine, defaults, api_key, model_name, limits)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print(f"warning: serving on {host} without an API key: anyone who can reach it can use the model")
+    models = ", ".join(model_ids(engine, model_name or engine.name))
+    print(f"OpenAI-compatible API on http://{host}:{port}/v1 (models: {models}); Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

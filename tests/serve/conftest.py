@@ -1,0 +1,84 @@
+"""Fixtures for the inference tests: a tiny model fine-tuned to answer briefly, the engine on
+it, and the API and web UI server processes on it.
+
+`brief_run` fine-tunes the tiny qwen2 model (method full, a few dozen steps) to answer every
+question with BRIEF_ANSWER and end the turn, so a correct engine stops after 8 tokens; one
+that ignores the run's end-of-turn token runs to max_new_tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from serve_helpers import API_KEY, BRIEF_ANSWER, QUESTIONS, Server, free_port
+
+
+def _root_conftest():
+    """tests/conftest.py as a module of its own. pytest imports every folder's conftest.py under
+    the one name "conftest", so while this file loads, `from conftest import ...` means this file."""
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("tunekit_tests_root_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_root = _root_conftest()
+make_config = _root.make_config
+# Test modules collected after this folder that `from conftest import ...` get this module:
+# keep the root's helpers (not its fixtures) importable from it.
+NER_TRAIN, NER_TEST, ASSETS, SHARED, CORPUS, ROOT = (_root.NER_TRAIN, _root.NER_TEST, _root.ASSETS, _root.SHARED,
+                                                     _root.CORPUS, _root.ROOT)
+
+
+@pytest.fixture(scope="session")
+def brief_run(tiny_model_dir, tmp_path_factory, cache_dir) -> Path:
+    from tunekit.train.run import train
+
+    folder = tmp_path_factory.mktemp("brief")
+    data = folder / "brief.json"
+    data.write_text(json.dumps([{"instruction": q, "output": BRIEF_ANSWER} for q in QUESTIONS], ensure_ascii=False),
+                    encoding="utf-8")
+    cfg = make_config(tiny_model_dir, folder / "run", cache_dir,
+                      data={"datasets": [{"path": str(data)}], "cutoff_len": 48},
+                      method={"name": "full"},
+                      train={"max_steps": 30, "learning_rate": 3e-3, "lr_scheduler": "constant", "batch_size": 8,
+                             "logging_steps": 10})
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def engine(brief_run, tiny_lora_run):
+    """The engine on the brief run, with the LoRA run's adapter loaded too (named 'lora')."""
+    from tunekit.infer.engine import Engine
+
+    with Engine.load(str(brief_run), adapters=[str(tiny_lora_run)]) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="session")
+def servers(brief_run, tiny_lora_run, tmp_path_factory):
+    """API and web UI processes, started together so they load while other tests run."""
+    logs = tmp_path_factory.mktemp("server-logs")
+    common = [str(brief_run), "--adapter", str(tiny_lora_run), "--max-new-tokens", "64"]
+    started = {
+        "api": Server(["serve", *common, "--api-key", API_KEY, "--max-tokens-cap", "256",
+                       "--max-request-bytes", "65536"], free_port(), logs / "api.log", "/health"),
+        "webui": Server(["webui", *common], free_port(), logs / "webui.log", "/"),
+    }
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def api_server(servers) -> Server:
+    return servers["api"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def webui_server(servers) -> Server:
+    return servers["webui"].wait_ready()
