@@ -2,9 +2,21 @@
 
     model = apply_method(model, cfg.method, gradient_checkpointing=True)
 
-Methods: full (every weight), freeze (only the last N decoder layers), lora (peft; also
-the adapter methods the adapters module adds). Gradient checkpointing is switched on
-here, with inputs that require grad, so frozen embeddings never cause "element 0 of
+Methods (the METHODS table):
+- full: every weight; freeze: only the last N decoder layers.
+- lora: peft LoRA, with the variants as keys: dora (weight-decomposed), rslora (scaling
+  alpha/sqrt(r)), pissa (initialised from the principal singular vectors; exact SVD, so
+  `PeftModel.from_pretrained` rebuilds the same residual base when it loads the run),
+  modules_to_save (fully trained copies, e.g. embed_tokens and lm_head after a vocabulary
+  extension; tied embeddings stay tied) and loraplus_lr_ratio (see `loraplus_optimizer`).
+- qlora: the same LoRA on a base loaded in 4 or 8 bits (`model.quantize`).
+- prefix: prefix tuning, P-Tuning v2 style: trained key/value prefixes in every layer,
+  optionally reparameterised through an MLP (prefix_projection).
+- ptuning: P-Tuning, virtual token embeddings produced by a prompt encoder.
+
+Every quantized model goes through peft's `prepare_model_for_kbit_training` here, once:
+base frozen, non-quantized weights in fp32. Gradient checkpointing is switched on here
+too, with inputs that require grad, so frozen embeddings never cause "element 0 of
 tensors does not require grad".
 """
 
@@ -16,8 +28,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from tunekit.config import MethodConfig
+from tunekit.config import PROMPT_METHODS, MethodConfig
 from tunekit.errors import ConfigError
+from tunekit.model.quantize import is_quantized
 
 OUTPUT_LAYERS = ("lm_head", "output_layer", "embed_out", "output")
 _REGEX_CHARS = set("*^$|\\[(+?")
@@ -101,14 +114,22 @@ def apply_freeze(model: nn.Module, method: MethodConfig) -> nn.Module:
     return model
 
 
+def _has_tied_embeddings(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return bool(getattr(text_config, "tie_word_embeddings", False))
+
+
 def lora_config(model: nn.Module, method: MethodConfig):
     from peft import LoraConfig, TaskType
 
-    init = "pissa" if method.pissa else True
+    modules_to_save = list(method.modules_to_save) or None
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=method.lora_r, lora_alpha=method.lora_alpha,
                       lora_dropout=method.lora_dropout, target_modules=resolve_lora_targets(model, method.lora_target),
-                      use_rslora=method.rslora, use_dora=method.dora, init_lora_weights=init,
-                      modules_to_save=list(method.modules_to_save) or None)
+                      use_rslora=method.rslora, use_dora=method.dora,
+                      init_lora_weights="pissa" if method.pissa else True,  # exact SVD: reloads identically
+                      modules_to_save=modules_to_save,
+                      ensure_weight_tying=bool(modules_to_save) and _has_tied_embeddings(model))
 
 
 def apply_lora(model: nn.Module, method: MethodConfig) -> nn.Module:
@@ -117,18 +138,80 @@ def apply_lora(model: nn.Module, method: MethodConfig) -> nn.Module:
     return get_peft_model(model, lora_config(model, method))
 
 
-METHODS = {"full": apply_full, "freeze": apply_freeze, "lora": apply_lora}
+def apply_qlora(model: nn.Module, method: MethodConfig) -> nn.Module:
+    if not is_quantized(model):
+        raise ConfigError("method qlora needs the base loaded in 4 or 8 bits: load it with "
+                          "load_model(..., quantization=quantization_config(method, model_cfg))")
+    return apply_lora(model, method)
+
+
+def prompt_config(method: MethodConfig):
+    """peft config of prefix (P-Tuning v2: key/value prefixes in every layer) or ptuning (prompt encoder)."""
+    from peft import PrefixTuningConfig, PromptEncoderConfig, TaskType
+
+    if method.name == "prefix":
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=method.num_virtual_tokens,
+                                  prefix_projection=method.prefix_projection,
+                                  encoder_hidden_size=method.encoder_hidden_size)
+    return PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=method.num_virtual_tokens,
+                               encoder_hidden_size=method.encoder_hidden_size)
+
+
+def apply_prompt(model: nn.Module, method: MethodConfig) -> nn.Module:
+    from peft import get_peft_model
+
+    return get_peft_model(model, prompt_config(method))
+
+
+METHODS = {"full": apply_full, "freeze": apply_freeze, "lora": apply_lora, "qlora": apply_qlora,
+           "prefix": apply_prompt, "ptuning": apply_prompt}
 
 
 def apply_method(model: nn.Module, method: MethodConfig, gradient_checkpointing: bool = False) -> nn.Module:
     if method.name not in METHODS:
         raise ConfigError(f"method.name '{method.name}' is not available in this build; "
                           f"choose one of {', '.join(METHODS)}")
+    if is_quantized(model):
+        prepare_kbit(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     return METHODS[method.name](model, method)
+
+
+def prepare_kbit(model: nn.Module) -> None:
+    """peft's k-bit preparation: base frozen, fp16/bf16 weights that are not quantized cast to fp32.
+
+    Gradient checkpointing is left to `apply_method` (use_reentrant=False needs no input hook).
+    """
+    from peft import prepare_model_for_kbit_training
+
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def is_prompt_method(name: str) -> bool:
+    """prefix / ptuning: virtual tokens in front of the input; nothing that could be merged into weights."""
+    return name in PROMPT_METHODS
+
+
+def loraplus_optimizer(method: MethodConfig, args):
+    """`optimizer_cls_and_kwargs` for the HF Trainer when method.loraplus_lr_ratio is set, else None.
+
+    LoRA+ (peft `create_loraplus_optimizer`): lora_B matrices (and 1-D weights such as DoRA
+    magnitudes) learn at ratio x train.learning_rate, the rest at the learning rate. The
+    optimizer class and its kwargs are the ones train.optim gives. The Trainer calls the
+    factory with the model it trains, so it also works where `optimizers=` is refused (FSDP).
+    """
+    if method.loraplus_lr_ratio is None:
+        return None
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    kwargs = {**kwargs, "optimizer_cls": optimizer_cls, "loraplus_lr_ratio": method.loraplus_lr_ratio,
+              "loraplus_weight_decay": args.weight_decay}
+    return (lambda: create_loraplus_optimizer), kwargs
 
 
 def trainable_summary(model: nn.Module) -> str:

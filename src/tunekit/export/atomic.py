@@ -1,0 +1,68 @@
+"""Write an output directory all at once: into a hidden temporary sibling, then rename.
+
+    check_output_dir(output, overwrite)          # early, before any slow work
+    with atomic_directory(output, overwrite) as tmp:
+        model.save_pretrained(tmp)                # ... every file of the output
+
+A crash, Ctrl-C or a full disk while writing leaves no directory under the final name:
+the temporary one (`.NAME.partial-XXXX` beside it) is removed and the error says so. With
+`overwrite`, the old directory is replaced only once the new one is complete. A process
+killed outright (SIGKILL, power loss) can leave a `.NAME.partial-*` folder behind; it is
+never mistaken for an output and can be deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tunekit.errors import TunekitError
+
+
+def check_output_dir(output: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """The output path, refused when something is there and overwrite is not set, or when it holds an input."""
+    output = Path(output)
+    for source in inputs:
+        if output.resolve() == Path(source).resolve() or output.resolve() in Path(source).resolve().parents:
+            raise TunekitError(f"--output {output} would replace the input {source}: choose another --output")
+    if output.exists() and not overwrite:
+        raise TunekitError(f"{output} already exists: choose another --output, or pass --overwrite to replace it")
+    if output.exists() and not output.is_dir():
+        raise TunekitError(f"{output} exists and is not a directory: choose another --output")
+    return output
+
+
+@contextmanager
+def atomic_directory(output: str | Path, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
+    """Yield an empty temporary directory; on success it becomes `output`, on any error it is removed."""
+    output = check_output_dir(output, overwrite, inputs)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        yield tmp
+        _replace(tmp, output)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TunekitError(f"disk full while writing {output}: nothing was written under that name; "
+                               "free some space and run the command again") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace(tmp: Path, output: Path) -> None:
+    """Rename tmp to output; an old output is moved aside first and deleted after."""
+    if not output.exists():
+        os.rename(tmp, output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    os.rename(output, old / output.name)
+    os.rename(tmp, output)
+    shutil.rmtree(old, ignore_errors=True)
