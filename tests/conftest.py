@@ -15,12 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "src" / "tunekit" / "assets"
-SHARED = ROOT.parent / "shared"
-NER_TRAIN = ASSETS / "demo" / "ner_train.jsonl"
-NER_TEST = ASSETS / "demo" / "ner_test.jsonl"
-CORPUS = [ASSETS / "corpus" / "wiki_en.txt", NER_TRAIN]
+from helpers import ASSETS, CORPUS, NER_TEST, NER_TRAIN, ROOT, SHARED, make_config  # noqa: E402,F401  (tests/ is on sys.path now)
 
 
 @pytest.fixture(scope="session")
@@ -42,25 +37,6 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 def cache_dir(tmp_path_factory) -> Path:
     """One tokenized-data cache for the session (tests that count cache hits make their own)."""
     return tmp_path_factory.mktemp("cache")
-
-
-def make_config(model_dir, output_dir, cache, **sections):
-    """A Config for a short run on the NER demo data; sections override keys per section."""
-    from tunekit.config import from_dict, validate
-
-    raw = {
-        "model": {"name_or_path": str(model_dir)},
-        "data": {"datasets": [{"path": str(NER_TRAIN), "max_samples": 64}], "cutoff_len": 96,
-                 "cache_dir": str(cache)},
-        "method": {"name": "lora", "lora_r": 4},
-        "train": {"output_dir": str(output_dir), "max_steps": 4, "batch_size": 8, "logging_steps": 1,
-                  "save_steps": 1000, "learning_rate": 1e-3, "report_to": []},
-    }
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    cfg = from_dict(raw)
-    validate(cfg)
-    return cfg
 
 
 @pytest.fixture(scope="session")

@@ -7,36 +7,11 @@ because the adapter does nothing).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-
-def _root_conftest():
-    """tests/conftest.py as a module of its own (pytest imports every conftest.py as "conftest")."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("tunekit_tests_root_conftest_adapters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-make_config = _root.make_config
-# Test modules collected after this folder that `from conftest import ...` get this module.
-NER_TRAIN, NER_TEST, ASSETS, SHARED, CORPUS, ROOT = (_root.NER_TRAIN, _root.NER_TEST, _root.ASSETS, _root.SHARED,
-                                                     _root.CORPUS, _root.ROOT)
-CONFIGS = ROOT / "configs"
-EXAMPLES = ("qlora4", "qlora8", "dora", "prefix", "ptuning")
-
-
-def example_overrides(model_dir, output_dir, cache) -> list[str]:
-    """Make an example config tiny: our model, 2 steps of 2 samples, the session's data cache."""
-    return [f"model.name_or_path={model_dir}", f"train.output_dir={output_dir}", "train.max_steps=2",
-            "train.batch_size=2", "train.grad_accum=1", "train.learning_rate=0.02", "train.logging_steps=1",
-            "train.report_to=[]", f"data.cache_dir={cache}", "data.cutoff_len=96",
-            f"data.datasets=[{{path: '{NER_TRAIN}', max_samples: 64}}]"]
+from adapters_helpers import CONFIGS, example_overrides
+from helpers import make_config
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from adapters_helpers import CONFIGS, EXAMPLES
 
-from conftest import CONFIGS, EXAMPLES
 from tunekit.config import load_config
 from tunekit.model.multi import load_adapters
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
+from helpers import make_config
 
-from conftest import make_config
 from tunekit.errors import ConfigError
 from tunekit.model.load import load_tokenizer
 from tunekit.train.run import build_model, use_packing

@@ -10,7 +10,15 @@ import json
 
 import pytest
 import torch
-from conftest import GLOBAL_BATCH, STEPS, accelerate_launch, curve, run, torchrun, write_config
+from distributed_helpers import (
+    GLOBAL_BATCH,
+    STEPS,
+    accelerate_launch,
+    curve,
+    run,
+    torchrun,
+    write_config,
+)
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow

@@ -11,14 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLOBAL_BATCH, ROOT, curve, run, torchrun, write_config
+from distributed_helpers import GLOBAL_BATCH, curve, run, torchrun, write_config
+from helpers import ROOT
 from safetensors.torch import load_file, save_file
 
 from tunekit import cli
 from tunekit.config import from_dict, load_config
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.train import distributed
-from tunekit.train.distributed import DEEPSPEED_HINT, check_deepspeed, check_launch, check_saved_weights
+from tunekit.train.distributed import (
+    DEEPSPEED_HINT,
+    check_deepspeed,
+    check_launch,
+    check_saved_weights,
+)
 
 CONFIGS = sorted((ROOT / "configs" / "deepspeed").glob("*.json"))
 # The "auto" values the HF Trainer fills from its arguments (transformers/integrations/deepspeed.py,

@@ -5,7 +5,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from accelerate.utils.launch import prepare_multi_gpu_env
-from conftest import ROOT
+from helpers import ROOT
 
 ACCELERATE = ROOT / "configs" / "accelerate"
 

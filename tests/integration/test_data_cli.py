@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from helpers import NER_TRAIN
 
-from conftest import NER_TRAIN
 from tunekit.cli import main
 
 

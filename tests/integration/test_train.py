@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_config
 from safetensors.torch import load_file
 
-from conftest import make_config
 from tunekit.cli import main
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.train.run import train

@@ -8,30 +8,12 @@ that ignores the run's end-of-turn token runs to max_new_tokens.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import make_config
 from serve_helpers import API_KEY, BRIEF_ANSWER, QUESTIONS, Server, free_port
-
-
-def _root_conftest():
-    """tests/conftest.py as a module of its own. pytest imports every folder's conftest.py under
-    the one name "conftest", so while this file loads, `from conftest import ...` means this file."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("tunekit_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-make_config = _root.make_config
-# Test modules collected after this folder that `from conftest import ...` get this module:
-# keep the root's helpers (not its fixtures) importable from it.
-NER_TRAIN, NER_TEST, ASSETS, SHARED, CORPUS, ROOT = (_root.NER_TRAIN, _root.NER_TEST, _root.ASSETS, _root.SHARED,
-                                                     _root.CORPUS, _root.ROOT)
 
 
 @pytest.fixture(scope="session")

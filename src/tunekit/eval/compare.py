@@ -1,0 +1,120 @@
+"""`tunekit compare`: the same prompts through several targets, and what changed.
+
+    task = load_task("data/ner_test.jsonl", cfg.eval)
+    comparison = compare(["base", "runs/ner"], task, data="data/ner_test.jsonl", heldout=heldout_text())
+    write_comparison("runs/ner/compare", comparison)
+    # -> report.md, report.html (self-contained), metrics.png, metrics.json, predictions/<label>.jsonl
+
+A target is a run directory, a model directory or a hub id; the word `base` stands for
+the base model of the first run directory among the targets. Differences are each
+target's score minus the first target's (list the base model first); the forgetting
+probe is each target's perplexity on held-out general text and its relative change from
+the first: (ppl - ppl_first) / ppl_first, so +25% means the text became 25% less likely
+per token, general ability lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunekit.errors import TunekitError
+from tunekit.eval.perplexity import DEFAULT_MAX_TOKENS
+from tunekit.eval.predict import Evaluation, evaluate_target, metrics_record, write_predictions
+from tunekit.rundir import is_run_dir, read_run, write_json_atomic
+
+BASE_KEYWORD = "base"
+REPORT_MD, REPORT_HTML, CHART_PNG, METRICS_JSON = "report.md", "report.html", "metrics.png", "metrics.json"
+
+
+@dataclass
+class Comparison:
+    data: str
+    task: object  # GenerationTask or ChoiceTask
+    evaluations: list[Evaluation]
+    heldout: str | None  # name of the held-out text, None when the probe was skipped
+
+    @property
+    def headline(self) -> str | None:
+        return self.evaluations[0].result.headline
+
+    def differences(self) -> dict[str, dict[str, float]]:
+        """{label: {metric: score - first target's score}} for every target after the first."""
+        first = self.evaluations[0].result.scores
+        return {e.label: {name: value - first[name] for name, value in e.result.scores.items() if name in first}
+                for e in self.evaluations[1:]}
+
+    def forgetting(self) -> dict[str, dict]:
+        """{label: {"perplexity", "change" (absolute), "relative_change" (fraction)}} from the first target."""
+        if self.heldout is None:
+            return {}
+        reference = self.evaluations[0].perplexity["perplexity"]
+        out = {}
+        for e in self.evaluations:
+            value = e.perplexity["perplexity"]
+            out[e.label] = {"perplexity": value, "change": value - reference,
+                            "relative_change": (value - reference) / reference}
+        return out
+
+
+def resolve_targets(targets: list[str]) -> list[tuple[str, str]]:
+    """(label, target) pairs with unique labels; `base` -> the base model of the first run directory."""
+    if len(targets) < 2:
+        raise TunekitError("compare needs at least two targets, e.g. tunekit compare base runs/my-run --data FILE")
+    runs = [t for t in targets if t != BASE_KEYWORD and is_run_dir(t)]
+    pairs, taken = [], set()
+    for target in targets:
+        if target == BASE_KEYWORD:
+            if not runs:
+                raise TunekitError("'base' means the base model of a run directory, and no target is one: "
+                                   "give the base model's path or hub id instead")
+            label, target = BASE_KEYWORD, read_run(runs[0]).base_model
+        else:
+            label = Path(target).resolve().name if Path(target).exists() else target.rsplit("/", 1)[-1]
+        pairs.append((_unique(label, taken), target))
+    return pairs
+
+
+def _unique(label: str, taken: set[str]) -> str:
+    name, n = label, 1
+    while name in taken:
+        n += 1
+        name = f"{label}-{n}"
+    taken.add(name)
+    return name
+
+
+def compare(targets: list[str], task, data: str, heldout: tuple[str, str] | None = None,
+            heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True) -> Comparison:
+    """Run the task (and the perplexity probe) on each target in turn, one model in memory at a time."""
+    evaluations = [evaluate_target(target, task, label, heldout, heldout_tokens, progress)
+                   for label, target in resolve_targets(targets)]
+    return Comparison(str(data), task, evaluations, heldout[1] if heldout else None)
+
+
+def comparison_record(comparison: Comparison) -> dict:
+    """What metrics.json holds: every target's record, the differences and the forgetting probe."""
+    return {
+        "data": comparison.data, "task": comparison.task.kind, "metrics": comparison.task.metrics,
+        "metrics_reason": comparison.task.reason, "headline": comparison.headline, "heldout": comparison.heldout,
+        "targets": [metrics_record(e, comparison.task, comparison.data) for e in comparison.evaluations],
+        "differences": comparison.differences(), "forgetting": comparison.forgetting(),
+    }
+
+
+def write_comparison(out_dir: str | Path, comparison: Comparison) -> dict[str, Path]:
+    """The report (Markdown, HTML, chart), metrics.json and each target's predictions."""
+    from tunekit.eval.report import plot_metrics, render_html, render_markdown
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for e in comparison.evaluations:
+        write_predictions(out / "predictions" / f"{e.label}.jsonl", e.result.rows)
+    write_json_atomic(out / METRICS_JSON, comparison_record(comparison))
+    chart = plot_metrics(comparison, out / CHART_PNG)
+    (out / REPORT_MD).write_text(render_markdown(comparison, chart.name if chart else None), encoding="utf-8")
+    (out / REPORT_HTML).write_text(render_html(comparison, chart), encoding="utf-8")
+    paths = {"markdown": out / REPORT_MD, "html": out / REPORT_HTML, "metrics": out / METRICS_JSON}
+    if chart:
+        paths["chart"] = chart
+    return paths

@@ -1,0 +1,112 @@
+"""Evaluate one target (run directory, model directory or hub id) on a task, and write it down.
+
+    task = load_task("data/ner_test.jsonl", cfg.eval)
+    evaluation = evaluate_target("runs/ner", task, heldout=heldout_text())
+    write_evaluation("runs/ner/eval", evaluation, task, data="data/ner_test.jsonl")
+    # -> predictions.jsonl (prompt, reference, prediction, scores per row) and metrics.json
+
+Answers come from `Engine.batch`, so prompts are rendered with the template the target
+was trained with and stop where training ended a turn. The perplexity probe (when a
+held-out text is given) runs on the same loaded model.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunekit.eval.perplexity import DEFAULT_MAX_TOKENS, perplexity
+from tunekit.eval.tasks import TaskResult
+from tunekit.rundir import is_run_dir, read_run, write_json_atomic
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class Evaluation:
+    label: str  # short name in tables
+    target: str  # what was loaded
+    description: str  # "run directory (full, 40 steps) on tiny-qwen2", "model directory", ...
+    result: TaskResult
+    perplexity: dict | None  # {"perplexity", "tokens", "nll", "text"} or None without a held-out text
+    seconds: float
+
+
+def describe_target(target: str) -> str:
+    path = Path(target)
+    if is_run_dir(path):
+        run = read_run(path)
+        steps = run.meta.get("steps")
+        return f"run directory ({run.method}, {steps} steps) on {Path(run.base_model).name}"
+    return "model directory" if path.is_dir() else "hub model"
+
+
+def evaluate_target(target: str, task, label: str | None = None, heldout: tuple[str, str] | None = None,
+                    heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True) -> Evaluation:
+    """Load the target once, run the task on it, then (with heldout=(text, name)) the perplexity probe."""
+    from tunekit.infer.engine import Engine
+
+    label = label or Path(str(target)).resolve().name or str(target)
+    start = time.perf_counter()
+    with Engine.load(str(target)) as engine:
+        result = task.run(engine, label, progress)
+        probe = None
+        if heldout is not None:
+            probe = {**perplexity(engine.model, engine.tokenizer, heldout[0], max_tokens=heldout_tokens),
+                     "text": heldout[1]}
+    _free_memory()
+    return Evaluation(label, str(target), describe_target(str(target)), result, probe, time.perf_counter() - start)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def write_predictions(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def metrics_record(evaluation: Evaluation, task, data: str) -> dict:
+    """What metrics.json holds for one target."""
+    result = evaluation.result
+    return {
+        "target": evaluation.target, "label": evaluation.label, "description": evaluation.description,
+        "data": str(data), "task": task.kind, "metrics": task.metrics, "metrics_reason": task.reason,
+        "rows": len(result.rows), "scored_rows": sum(row["scores"] is not None for row in result.rows),
+        "headline": result.headline, "scores": result.scores, "summary": result.summary,
+        "perplexity": evaluation.perplexity, "seconds": round(evaluation.seconds, 2),
+    }
+
+
+def write_evaluation(out_dir: str | Path, evaluation: Evaluation, task, data: str) -> tuple[Path, Path]:
+    """predictions.jsonl and metrics.json in out_dir."""
+    out = Path(out_dir)
+    predictions = write_predictions(out / PREDICTIONS_FILE, evaluation.result.rows)
+    write_json_atomic(out / METRICS_FILE, metrics_record(evaluation, task, data))
+    return predictions, out / METRICS_FILE
+
+
+def format_scores(evaluation: Evaluation) -> str:
+    """A few lines for the terminal: each score, the perplexity, or why nothing was scored."""
+    result = evaluation.result
+    if result.summary is None:
+        lines = ["no references: predictions written, nothing scored"]
+    else:
+        lines = [f"  {name:<18} {value:7.2f}{'   <- task metric' if name == result.headline else ''}"
+                 for name, value in result.scores.items()]
+    if evaluation.perplexity:
+        p = evaluation.perplexity
+        lines.append(f"  {'perplexity':<18} {p['perplexity']:7.2f}   ({p['tokens']} tokens of {p['text']})")
+    return "\n".join(lines)
