@@ -24,6 +24,14 @@ COMMANDS = {
     "data": ("tunekit.commands.data", "check, preview or tokenize the datasets of a config"),
     "modules": ("tunekit.commands.modules", "list a model's linear modules and the default LoRA targets"),
     "init-model": ("tunekit.commands.init_model", "build a small random model with a tokenizer trained on text"),
+    "merge": ("tunekit.commands.merge", "fold a LoRA run into its base: tunekit merge RUN_DIR --output DIR"),
+    "mix": ("tunekit.commands.mix", "blend LoRA runs with weights: tunekit mix RUN_A:0.7 RUN_B:0.3 --output DIR"),
+    "chat": ("tunekit.commands.chat", "talk to a model in the terminal: tunekit chat RUN_DIR"),
+    "webui": ("tunekit.commands.webui", "chat with a model in the browser, adapters side by side: tunekit webui RUN_DIR"),
+    "serve": ("tunekit.commands.serve", "OpenAI-compatible API: tunekit serve RUN_DIR [--api-key KEY]"),
+    "eval": ("tunekit.commands.eval", "answer and score a test set: tunekit eval RUN_DIR --data FILE"),
+    "compare": ("tunekit.commands.compare", "base vs tuned report with a forgetting probe: "
+                "tunekit compare base RUN_DIR --data FILE"),
     "demo": ("tunekit.commands.demo", "offline end-to-end demo: build, fine-tune and evaluate a tiny model"),
 }
 

@@ -21,6 +21,8 @@ from tunekit.errors import ConfigError
 
 DATA_FORMATS = ("auto", "alpaca", "instruct", "prompt_response", "sharegpt", "openai", "text")
 METHODS = ("full", "freeze", "lora", "qlora", "prefix", "ptuning")
+LORA_METHODS = ("lora", "qlora")  # methods that train LoRA matrices (and take the LoRA variant keys)
+PROMPT_METHODS = ("prefix", "ptuning")  # virtual tokens in front of the input: no merge, no packing
 STAGES = ("sft", "pt")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
@@ -74,6 +76,7 @@ class MethodConfig:
     bits: int = 4  # qlora: 4 or 8
     quant_type: str = "nf4"  # qlora 4-bit: nf4 | fp4
     double_quant: bool = True  # qlora 4-bit: quantize the quantization constants too
+    compute_dtype: str = "auto"  # qlora 4-bit: dtype of the matmuls; auto: the model dtype (model.dtype)
     num_virtual_tokens: int = 16  # prefix / ptuning
     prefix_projection: bool = False  # prefix: reparameterise through an MLP (P-Tuning v2 style)
     encoder_hidden_size: int = 128  # ptuning: prompt encoder width
@@ -103,10 +106,29 @@ class TrainConfig:
     resume: bool = False  # continue from the last complete checkpoint in output_dir
     overwrite: bool = False  # allow writing into an existing run directory
     group_by_length: bool = False  # batches of similar length (non-packed path)
-    torch_compile: bool = False
+    torch_compile: bool = False  # torch.compile the model (GPU; first steps are slow while it compiles)
+    liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, fused loss); GPU + liger-kernel
     deepspeed: str | None = None  # path to a DeepSpeed JSON config
     report_to: list = field(default_factory=lambda: ["tensorboard"])
     dataloader_workers: int = 0
+
+
+@dataclass
+class EvalConfig:
+    test_data: str | None = None  # test set (any dataset format, or C-Eval/CMMLU/MMLU files); None: data.eval_datasets
+    metrics: list = field(default_factory=list)  # exact_match, bleu-4, rouge-1/2/l, entity, choice; []: from the data
+    max_samples: int | None = None  # score only the first N test rows (and validation rows during training)
+    max_new_tokens: int = 256  # generation limit per answer
+    predict_batch_size: int = 16  # prompts generated (or choice prompts scored) at once
+    none_answer: str = "没有"  # entity: the answer that means "no entities"
+    entity_sep: str = "_"  # entity: each answer line is entity<sep>type, split at the last separator
+    tokenize: str = "char"  # bleu/rouge tokens: char, or word (jieba)
+    normalize: bool = True  # exact_match after lower-casing, dropping punctuation and extra spaces
+    shots: int = 0  # choice: answered examples before each question (few-shot)
+    shot_data: str | None = None  # choice: file or folder of answered examples (dev split); None: the test set
+    heldout: str | None = None  # compare: general text for the perplexity probe; None: the shipped one
+    report_dir: str | None = None  # where eval writes; None: <run directory>/eval
+    during_training: bool = False  # generation metrics on the validation split at every evaluation
 
 
 @dataclass
@@ -115,6 +137,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     source: str = ""  # the YAML file it came from, for messages
 
     def to_dict(self) -> dict:
@@ -123,7 +146,8 @@ class Config:
         return out
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "train": TrainConfig,
+            "eval": EvalConfig}
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
@@ -259,7 +283,7 @@ def _dataset_spec(item, where: str) -> DatasetSpec:
 
 
 def _resolve_relative_paths(cfg: Config, folder: Path) -> None:
-    """Dataset and template paths in a YAML file are relative to that file when they exist there."""
+    """Dataset, template and DeepSpeed paths in a YAML file are relative to that file when they exist there."""
     for spec in cfg.data.datasets + cfg.data.eval_datasets:
         candidate = folder / spec.path
         if not Path(spec.path).is_absolute() and not Path(spec.path).exists() and _exists_glob(candidate):
@@ -267,6 +291,13 @@ def _resolve_relative_paths(cfg: Config, folder: Path) -> None:
     tpl = cfg.model.template
     if tpl and tpl.endswith(".jinja") and not Path(tpl).exists() and (folder / tpl).exists():
         cfg.model.template = str(folder / tpl)
+    ds = cfg.train.deepspeed
+    if ds and not Path(ds).exists() and (folder / ds).is_file():
+        cfg.train.deepspeed = str(folder / ds)
+    for key in ("test_data", "shot_data", "heldout"):
+        value = getattr(cfg.eval, key)
+        if value and not Path(value).is_absolute() and not Path(value).exists() and (folder / value).exists():
+            setattr(cfg.eval, key, str(folder / value))
 
 
 def _exists_glob(path: Path) -> bool:
@@ -290,7 +321,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.quant_type is '{me.quant_type}': use nf4 or fp4")
     if me.dora and me.pissa:
         raise ConfigError("method.dora and method.pissa are both set: PiSSA initialises plain LoRA; keep one")
-    if me.name in ("prefix", "ptuning") and t.gradient_checkpointing:
+    _validate_method_keys(me, d)
+    if me.name in PROMPT_METHODS and t.gradient_checkpointing:
         raise ConfigError(f"train.gradient_checkpointing does not work with method '{me.name}' "
                           "(virtual tokens live in the cache); set it to false")
     if t.stage == "pt" and (d.train_on_prompt or d.mask_history):
@@ -304,6 +336,59 @@ def validate(cfg: Config) -> None:
                           "directory, overwrite replaces it; keep one")
     if t.max_steps <= 0 and t.num_epochs <= 0:
         raise ConfigError("set train.num_epochs > 0 or train.max_steps > 0")
+    _validate_eval(cfg)
+
+
+def _validate_eval(cfg: Config) -> None:
+    from tunekit.eval.metrics import METRICS, TOKENIZE_MODES
+
+    e = cfg.eval
+    known = [*METRICS, "choice"]
+    for name in e.metrics:
+        _one_of("eval.metrics entry", name, known)
+    if "choice" in e.metrics and len(e.metrics) > 1:
+        raise ConfigError("eval.metrics mixes choice with generation metrics: multiple-choice files are scored "
+                          "by option likelihood alone; use metrics: [choice] or drop it")
+    _one_of("eval.tokenize", e.tokenize, TOKENIZE_MODES)
+    for key in ("max_new_tokens", "predict_batch_size"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"eval.{key} is {getattr(e, key)}: give at least 1")
+    if e.max_samples is not None and e.max_samples < 1:
+        raise ConfigError(f"eval.max_samples is {e.max_samples}: give a positive count, or remove it for all rows")
+    if e.shots < 0:
+        raise ConfigError(f"eval.shots is {e.shots}: give 0 (zero-shot) or more")
+    if e.during_training:
+        if cfg.train.stage != "sft":
+            raise ConfigError("eval.during_training generates answers, which needs train.stage: sft")
+        if "choice" in e.metrics:
+            raise ConfigError("eval.during_training scores generated answers; remove choice from eval.metrics")
+        if not cfg.data.eval_datasets and cfg.data.val_size <= 0:
+            raise ConfigError("eval.during_training needs a validation split: set data.val_size (e.g. 0.05) "
+                              "or list data.eval_datasets")
+        if cfg.data.train_on_prompt:
+            raise ConfigError("eval.during_training finds each prompt by the loss mask, which "
+                              "data.train_on_prompt removes; turn one of them off")
+
+
+def _validate_method_keys(me: MethodConfig, d: DataConfig) -> None:
+    """Keys that only mean something for some methods, and method-specific contradictions."""
+    _one_of("method.compute_dtype", me.compute_dtype, DTYPES)
+    lora_only = {"dora": me.dora, "rslora": me.rslora, "pissa": me.pissa,
+                 "loraplus_lr_ratio": me.loraplus_lr_ratio is not None, "modules_to_save": bool(me.modules_to_save)}
+    for key, is_set in lora_only.items():
+        if is_set and me.name not in LORA_METHODS:
+            raise ConfigError(f"method.{key} applies to LoRA ({', '.join(LORA_METHODS)}) but method.name is "
+                              f"'{me.name}': unset it or choose method.name: lora")
+    if me.loraplus_lr_ratio is not None and me.loraplus_lr_ratio <= 0:
+        raise ConfigError(f"method.loraplus_lr_ratio is {me.loraplus_lr_ratio}: give a ratio > 0 (LoRA+ uses ~16)")
+    if me.pissa and me.name == "qlora":
+        raise ConfigError("method.pissa rewrites the base weights, which cannot be done faithfully on 4/8-bit "
+                          "weights: use method.name: lora with pissa, or qlora without it")
+    if me.name in PROMPT_METHODS and d.packing:
+        raise ConfigError(f"data.packing is true but method '{me.name}' puts virtual tokens in front of each row, "
+                          "which would join packed samples; set data.packing: false (or leave it unset)")
+    if me.name in PROMPT_METHODS and me.num_virtual_tokens < 1:
+        raise ConfigError(f"method.num_virtual_tokens is {me.num_virtual_tokens}: give at least 1")
 
 
 def validate_for_training(cfg: Config) -> None:

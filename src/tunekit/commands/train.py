@@ -9,8 +9,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from tunekit.train.distributed import is_main_process
     from tunekit.train.run import train
 
     run_dir = train(load_config(args.config, args.overrides))
-    print(f"run directory: {run_dir}")
+    if is_main_process():
+        print(f"run directory: {run_dir}")
     return 0

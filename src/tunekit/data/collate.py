@@ -9,6 +9,15 @@ attention mask, and sets the first label of every sample to -100 so that the las
 of one sample is never trained to predict the first token of the next. Both give the
 same loss over the same trained tokens; tests/unit/test_packing_equivalence.py checks it.
 
+`PackedCollator(bounded_rows=True)` packs the batch into rows no wider than its longest
+sample (first fit, longest first) instead of one row, and right-pads each row to that
+width: the pad positions continue the last sample's position ids, so causal attention
+keeps every real token blind to them, and their labels are -100. This is the layout for
+eager / sdpa attention, whose packed mask costs width^2 per row: one row of the whole
+batch would cost more attention than padding does, while rows as wide as the longest
+sample cost no more per row than pad-to-longest and there are fewer of them.
+`collator_for(model, packing, pad_token_id)` picks the collator for a model.
+
 When packing is safe (transformers 5.x, read in masking_utils.py and
 modeling_flash_attention_utils.py):
 
@@ -79,29 +88,59 @@ class PaddingCollator:
 class PackedCollator:
     """Concatenates a batch into one row with per-sample position_ids (padding-free).
 
+    With `bounded_rows` it fills several rows no wider than the longest sample instead, the
+    tail of each shorter row padded with token id 0, label -100 and position ids that
+    continue its last sample (see the module docstring).
+
     With `return_flash_kwargs` it also returns `cu_seq_lens_q/k` (int32 cumulative sample
     lengths) and `max_length_q/k` (int), the varlen kwargs transformers' flash-attention
     path reads (same names as `DataCollatorWithFlattening`); other attention
     implementations ignore them.
     """
 
-    def __init__(self, return_flash_kwargs: bool = False):
+    def __init__(self, return_flash_kwargs: bool = False, bounded_rows: bool = False):
+        if return_flash_kwargs and bounded_rows:
+            raise ValueError("return_flash_kwargs describes one packed row; bounded_rows makes several: "
+                             "use one or the other")
         self.return_flash_kwargs = return_flash_kwargs
+        self.bounded_rows = bounded_rows
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor | int]:
         samples = [_sample_tensors(feature) for feature in _non_empty(features)]
         lengths = [len(ids) for ids, _ in samples]
-        labels = [sample_labels.clone() for _, sample_labels in samples]
-        for sample_labels in labels:
-            sample_labels[:1] = IGNORE_INDEX
-        batch = {
-            "input_ids": torch.cat([ids for ids, _ in samples])[None],
-            "labels": torch.cat(labels)[None],
-            "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
-        }
+        rows = fill_rows(lengths, max(lengths)) if self.bounded_rows else [list(range(len(samples)))]
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        position_ids = torch.arange(width).repeat(len(rows), 1)  # the pad tail continues the last sample
+        for r, row in enumerate(rows):
+            start = 0
+            for i in row:
+                ids, sample_labels = samples[i]
+                end = start + len(ids)
+                input_ids[r, start:end] = ids
+                labels[r, start + 1: end] = sample_labels[1:]
+                position_ids[r, start:] = torch.arange(width - start)
+                start = end
+        batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
         if self.return_flash_kwargs:
             batch.update(_flash_kwargs(lengths))
         return batch
+
+
+def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Sample indices per row: first fit, longest first, no row longer than `width` tokens."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+        if r is None:
+            rows.append([])
+            free.append(width)
+            r = len(rows) - 1
+        rows[r].append(i)
+        free[r] -= lengths[i]
+    return rows
 
 
 def _flash_kwargs(lengths: list[int]) -> dict[str, torch.Tensor | int]:
@@ -142,13 +181,31 @@ def supports_packing(model) -> bool:
     `use_cache=False` at forward time, which the Trainer's default TrainingArguments give.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    implementation = getattr(base.config, "_attn_implementation", None)
     is_native = type(base).__module__.startswith(TRANSFORMERS_MODEL_MODULE)
-    return is_native and implementation in PACKING_SAFE_ATTENTION
+    return is_native and attention_implementation(model) in PACKING_SAFE_ATTENTION
+
+
+def collator_for(model, packing: bool, pad_token_id: int):
+    """The collator for `model`: one packed row with varlen kwargs under flash attention (its
+    cost is per sample), bounded packed rows under eager / sdpa, otherwise pad-to-longest."""
+    if not packing:
+        return PaddingCollator(pad_token_id, pad_to_multiple_of=8)
+    if attention_implementation(model).startswith("flash_attention"):
+        return PackedCollator(return_flash_kwargs=True)
+    return PackedCollator(bounded_rows=True)
+
+
+def attention_implementation(model) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None) or ""
 
 
 def padding_fraction(batches: Iterable[dict]) -> float:
-    """Fraction of all positions in `batches` that are padding (0.0 for packed batches)."""
+    """Fraction of all positions in `batches` that are padding, read from `attention_mask`.
+
+    Packed batches carry no attention mask and count as 0.0: right for one packed row; the
+    pad tail of bounded rows is not counted (count real tokens from the features instead).
+    """
     padded = total = 0
     for batch in batches:
         total += batch["input_ids"].numel()

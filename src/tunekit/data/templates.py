@@ -22,10 +22,12 @@ be masked from prefixes; such conversations are refused with a message saying wh
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from tunekit.data.records import Conversation
@@ -191,7 +193,8 @@ class ChatTemplate:
                 messages = messages[: last + 1]
             text, spans = self.build_text(messages, tools=conv.tools, source=conv.source)
             built.append((text, spans[-1:] if mask_history else spans))
-        enc = self.tokenizer([t for t, _ in built], add_special_tokens=False, return_offsets_mapping=True)
+        enc = self.tokenizer([t for t, _ in built], add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, return_token_type_ids=False)
         results = []
         for (text, spans), ids, offsets in zip(built, enc["input_ids"], enc["offset_mapping"]):
             labels = list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, spans)
@@ -257,17 +260,20 @@ def _first_special(text: str, special: set[str]) -> tuple[int, int] | None:
 
 
 def _labels_from_spans(ids, offsets, spans) -> list[int]:
-    """A token is trained when it overlaps an answer span (a token may join header and answer)."""
-    labels = [IGNORE_INDEX] * len(ids)
-    k = 0
-    for t, (start, end) in enumerate(offsets):
-        while k < len(spans) and start >= spans[k][1]:
-            k += 1
-        if k == len(spans):
-            break
-        if end > spans[k][0]:
-            labels[t] = ids[t]
-    return labels
+    """A token is trained when it overlaps an answer span (a token may join header and answer).
+
+    Vectorised: the span a token is compared with is the first one ending after the start of
+    that token or of any token before it (offsets can step back inside a multi-byte character).
+    """
+    if not spans or not ids:
+        return [IGNORE_INDEX] * len(ids)
+    offsets = np.fromiter(itertools.chain.from_iterable(offsets), np.int64, 2 * len(offsets)).reshape(-1, 2)
+    span_starts, span_ends = np.asarray(spans, dtype=np.int64).T
+    k = np.searchsorted(span_ends, np.maximum.accumulate(offsets[:, 0]), side="right")
+    inside = k < len(spans)
+    trained = np.zeros(len(ids), dtype=bool)
+    trained[inside] = offsets[inside, 1] > span_starts[k[inside]]
+    return np.where(trained, np.asarray(ids), IGNORE_INDEX).tolist()
 
 
 def load_template(tokenizer, choice: str | None) -> ChatTemplate:

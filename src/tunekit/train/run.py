@@ -7,6 +7,7 @@ never ask the user to repeat it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -15,14 +16,16 @@ from pathlib import Path
 import torch
 
 from tunekit.config import Config, validate_for_training
-from tunekit.data.collate import PackedCollator, PaddingCollator, supports_packing
+from tunekit.data.collate import collator_for, supports_packing
 from tunekit.data.pipeline import prepare_data
 from tunekit.data.templates import TEMPLATE_FILE, load_template
 from tunekit.errors import ConfigError, TunekitError
-from tunekit.model.adapters import apply_method, trainable_summary
+from tunekit.model.adapters import apply_method, is_prompt_method, loraplus_optimizer, trainable_summary
 from tunekit.model.load import load_model, load_tokenizer, resolve_dtype
+from tunekit.model.quantize import quantization_config
 from tunekit.rundir import META_FILE, versions, write_json_atomic
 from tunekit.train.callbacks import METRICS_FILE, MetricsLog, NanGuard, plot_loss
+from tunekit.train.distributed import barrier, check_launch, is_main_process, save_model, use_cpu
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -30,6 +33,7 @@ CHECKPOINTS = "checkpoints"
 
 def train(cfg: Config) -> Path:
     validate_for_training(cfg)
+    check_launch(cfg)
     run_dir = prepare_run_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
@@ -42,37 +46,40 @@ def train(cfg: Config) -> Path:
     trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
     if guard.error is not None:
         raise guard.error
-    if trainer.is_world_process_zero():
+    save_model(trainer, run_dir)  # every process: ZeRO-3 / FSDP shards are gathered to rank 0
+    if is_main_process():
         save_run(cfg, trainer, tokenizer, template, data, run_dir)
     return run_dir
 
 
 def prepare_run_dir(cfg: Config) -> Path:
+    """Every process checks; then only the main one replaces or creates the folder while the others wait."""
     run_dir = Path(cfg.train.output_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if cfg.train.overwrite:
-            if _is_main_process():
-                shutil.rmtree(run_dir)
-        elif not cfg.train.resume:
-            raise ConfigError(f"train.output_dir {run_dir} already exists and is not empty: set train.resume=true "
-                              "to continue its last checkpoint, train.overwrite=true to replace it, or choose "
-                              "another train.output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / META_FILE).unlink(missing_ok=True)  # a run being (re)trained is not finished
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if occupied and not (cfg.train.overwrite or cfg.train.resume):
+        raise ConfigError(f"train.output_dir {run_dir} already exists and is not empty: set train.resume=true "
+                          "to continue its last checkpoint, train.overwrite=true to replace it, or choose "
+                          "another train.output_dir")
+    barrier()  # all have looked before anything changes
+    if is_main_process():
+        if occupied and cfg.train.overwrite:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / META_FILE).unlink(missing_ok=True)  # a run being (re)trained is not finished
+    barrier()  # the others see the finished folder, never a half-deleted one
     return run_dir
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def build_model(cfg: Config, tokenizer):
-    model = load_model(cfg.model, tokenizer)
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # new weights (LoRA, prefix) start the same in every run and every process
+    model = load_model(cfg.model, tokenizer, quantization=quantization_config(cfg.method, cfg.model))
     return apply_method(model, cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing)
 
 
 def use_packing(cfg: Config, model) -> bool:
-    if cfg.train.stage != "sft":
+    if cfg.train.stage != "sft" or is_prompt_method(cfg.method.name):  # virtual tokens would join samples
         return False
     if cfg.data.packing is None:
         return supports_packing(model)
@@ -87,12 +94,17 @@ def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
     from transformers import Trainer
 
     packing = use_packing(cfg, model)
-    collator = PackedCollator() if packing else PaddingCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    collator = collator_for(model, packing, tokenizer.pad_token_id)
     guard = NanGuard(cfg.train.precision)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    trainer = Trainer(model=model, args=training_arguments(cfg, run_dir, data.eval is not None),
-                      train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
-                      callbacks=[MetricsLog(run_dir), guard])
+    args = training_arguments(cfg, run_dir, data.eval is not None)
+    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                      data_collator=collator, callbacks=[MetricsLog(run_dir), guard],
+                      optimizer_cls_and_kwargs=loraplus_optimizer(cfg.method, args))
+    if cfg.eval.during_training and data.eval is not None:
+        from tunekit.train.eval_callback import GenerationMetrics
+
+        trainer.add_callback(GenerationMetrics.for_run(cfg, trainer, tokenizer, data.eval))
     return trainer, guard
 
 
@@ -112,9 +124,23 @@ def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
         save_total_limit=t.save_total_limit, eval_strategy=eval_strategy, eval_steps=t.eval_steps,
         seed=t.seed, data_seed=t.seed, report_to=t.report_to or "none", remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        torch_compile=t.torch_compile, deepspeed=t.deepspeed, dataloader_num_workers=t.dataloader_workers,
-        save_strategy="steps", label_names=["labels"], disable_tqdm=False,
+        torch_compile=t.torch_compile, use_liger_kernel=_liger(t.liger_kernel), deepspeed=t.deepspeed,
+        dataloader_num_workers=t.dataloader_workers,
+        save_strategy="steps", label_names=["labels"], disable_tqdm=False, use_cpu=use_cpu(),
     )
+
+
+def _liger(enabled: bool) -> bool:
+    """train.liger_kernel: Liger's Triton kernels need a CUDA GPU and the liger-kernel package."""
+    if not enabled:
+        return False
+    if not torch.cuda.is_available():
+        raise ConfigError("train.liger_kernel needs a CUDA GPU (Liger's kernels are written in Triton); "
+                          "set train.liger_kernel: false on this machine")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError("train.liger_kernel is true but the liger-kernel package is not installed: "
+                          "pip install liger-kernel, or set train.liger_kernel: false")
+    return True
 
 
 def _precision(precision: str, model_dtype: str) -> str:
@@ -146,8 +172,7 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 
 
 def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path) -> None:
-    """Weights, tokenizer and template first; tunekit.json last marks the run finished."""
-    trainer.save_model(str(run_dir))
+    """Main process, after save_model wrote the weights: tokenizer and template; tunekit.json last."""
     if template is not None:
         tokenizer.chat_template = template.source
         (run_dir / TEMPLATE_FILE).write_text(template.source, encoding="utf-8")
