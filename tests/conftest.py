@@ -46,3 +46,27 @@ def tiny_lora_run(tiny_model_dir, tmp_path_factory, cache_dir) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "lora"
     return train(make_config(tiny_model_dir, out, cache_dir))
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+OFFLINE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,1000"]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium driven by selenium, offline, with a fresh profile."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("chromium and chromedriver are missing: `make browser` installs them (apt)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in OFFLINE_FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()

@@ -10,6 +10,7 @@ key and says what to do. Field comments are the documentation of each key.
 from __future__ import annotations
 
 import dataclasses
+import os
 import difflib
 import typing
 from dataclasses import dataclass, field
@@ -287,7 +288,7 @@ def _resolve_relative_paths(cfg: Config, folder: Path) -> None:
     for spec in cfg.data.datasets + cfg.data.eval_datasets:
         candidate = folder / spec.path
         if not Path(spec.path).is_absolute() and not Path(spec.path).exists() and _exists_glob(candidate):
-            spec.path = str(candidate)
+            spec.path = os.path.normpath(candidate)
     tpl = cfg.model.template
     if tpl and tpl.endswith(".jinja") and not Path(tpl).exists() and (folder / tpl).exists():
         cfg.model.template = str(folder / tpl)

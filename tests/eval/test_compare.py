@@ -3,17 +3,11 @@ measured, and the report (Markdown, HTML, PNG) shows it; the HTML page renders i
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import pytest
 
 from tunekit.cli import main
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-OFFLINE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1000"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -46,22 +40,6 @@ def test_tuned_model_beats_base_on_the_task_and_both_perplexities_are_reported(r
     assert (report / "metrics.png").read_bytes().startswith(PNG_MAGIC)
     assert len((report / "predictions" / "base.jsonl").read_text(encoding="utf-8").splitlines()) == 20
 
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()) and not shutil.which("chromium"):
-        pytest.skip("chromium and chromedriver are not installed (make test installs them with apt)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in OFFLINE_FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 @pytest.mark.browser

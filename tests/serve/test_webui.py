@@ -1,36 +1,13 @@
 """The web chat page in a real headless Chromium: type a message, watch the answers stream in."""
 
-import shutil
-from pathlib import Path
 
 import pytest
 from serve_helpers import BRIEF_ANSWER, UNSEEN_QUESTION
 
 from tunekit.infer.params import GenerationParams
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-OFFLINE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1000"]
-
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()) and not shutil.which("chromium"):
-        pytest.skip("chromium and chromedriver are not installed (make test installs them with apt)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in OFFLINE_FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def test_typed_message_gets_streamed_answers_side_by_side(webui_server, engine, browser, tmp_path):
