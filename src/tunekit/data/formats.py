@@ -52,7 +52,7 @@ _BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by errors="
 Row = tuple[int, object, str | None]  # (line, parsed row or None, problem message or None)
 
 
-class _BadRow(Exception):
+class BadRow(Exception):
     """One row cannot be used; the message says what is wrong and how to fix it."""
 
 
@@ -323,7 +323,7 @@ def _read_source(name: str, rows: Iterator[Row], unit: str, spec, stage: str, re
             convert = convert or _row_converter(row, spec, stage, f"{name}:{line}")
             try:
                 result.records.append(convert(row, f"{name}:{line}"))
-            except _BadRow as exc:
+            except BadRow as exc:
                 problem = str(exc)
         if problem is not None:
             result.problems.append(Problem(name, line, f"row {line}: {problem}" if unit == "row" else problem))
@@ -376,11 +376,11 @@ def _text_column(first: dict, columns: dict, where: str) -> str:
 def _text_record(row: dict, column: str, source: str) -> TextRecord:
     value = row.get(column)
     if value is None:
-        raise _BadRow(f"missing '{column}'; give every row its text, or delete the row")
+        raise BadRow(f"missing '{column}'; give every row its text, or delete the row")
     if not isinstance(value, str):
-        raise _BadRow(f"'{column}' must be a string, got {_short(value)}; put the text in quotes")
+        raise BadRow(f"'{column}' must be a string, got {_short(value)}; put the text in quotes")
     if not value.strip():
-        raise _BadRow(f"'{column}' is empty; delete the row or fill in its text")
+        raise BadRow(f"'{column}' is empty; delete the row or fill in its text")
     return TextRecord(text=value, source=source)
 
 
@@ -406,7 +406,7 @@ def _single_turn(prompt: str, extra: str | None, answer: str) -> Callable[[dict,
         reply = _string(row, columns, answer, needs)
         for text, name, what in ((user, prompt, "prompt"), (reply, answer, "answer")):
             if not text.strip():
-                raise _BadRow(f"'{columns.get(name, name)}' is empty; write the {what} or delete the row")
+                raise BadRow(f"'{columns.get(name, name)}' is empty; write the {what} or delete the row")
         turn = [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
         return _row_system(row, columns) + _history(row, columns) + turn, None
 
@@ -419,7 +419,7 @@ def _multi_turn(field: str) -> Callable[[dict, dict], tuple]:
     def convert(row: dict, columns: dict) -> tuple[list[dict], list | None]:
         items = _list(row, columns, field)
         if not items:
-            raise _BadRow(f"'{columns.get(field, field)}' is missing or empty; give the list of messages, "
+            raise BadRow(f"'{columns.get(field, field)}' is missing or empty; give the list of messages, "
                           'e.g. [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]')
         messages = [_message(item, number) for number, item in enumerate(items, 1)]
         _check_turns(messages)
@@ -441,17 +441,17 @@ CONVERTERS = {
 
 def _message(item, number: int) -> dict:
     if not isinstance(item, dict):
-        raise _BadRow(f"message {number} is {_short(item)}, not an object like "
+        raise BadRow(f"message {number} is {_short(item)}, not an object like "
                       '{"from": "human", "value": "..."} or {"role": "user", "content": "..."}')
     name = item.get("from", item.get("role"))
     role = ROLE_NAMES.get(name) if isinstance(name, str) else None
     if role is None:
-        raise _BadRow(f"message {number} has unknown role {name!r}; use one of {', '.join(ROLE_NAMES)}")
+        raise BadRow(f"message {number} has unknown role {name!r}; use one of {', '.join(ROLE_NAMES)}")
     content = item.get("value", item.get("content"))
     if content is None and item.get("tool_calls"):
         content = _calls_as_json(item["tool_calls"], number)
     if not isinstance(content, str):
-        raise _BadRow(f"message {number} content must be a string, got {_short(content)}; put it in quotes")
+        raise BadRow(f"message {number} content must be a string, got {_short(content)}; put it in quotes")
     return {"role": role, "content": content}
 
 
@@ -461,7 +461,7 @@ def _calls_as_json(calls, number: int) -> str:
         found = [{"name": c["function"]["name"], "arguments": _maybe_json(c["function"].get("arguments", {}))}
                  for c in calls]
     except (TypeError, KeyError):
-        raise _BadRow(f"message {number} tool_calls must look like "
+        raise BadRow(f"message {number} tool_calls must look like "
                       '[{"type": "function", "function": {"name": ..., "arguments": ...}}]') from None
     return json.dumps(found[0] if len(found) == 1 else found, ensure_ascii=False)
 
@@ -473,15 +473,15 @@ def _check_turns(messages: list[dict]) -> None:
         role = message["role"]
         if role not in NEXT_ROLES[previous]:
             place = f"follows '{previous}'" if previous else "opens the conversation"
-            raise _BadRow(f"roles out of order: message {number} is '{role}' but {place}; expected "
+            raise BadRow(f"roles out of order: message {number} is '{role}' but {place}; expected "
                           f"{' or '.join(NEXT_ROLES[previous])}. Conversations alternate user/assistant after "
                           "an optional system message, and tool results follow an assistant turn")
         if role in ("user", "assistant") and not message["content"].strip():
             what = "answer" if role == "assistant" else "prompt"
-            raise _BadRow(f"message {number} ({role}) is empty; write the {what} or delete the row")
+            raise BadRow(f"message {number} ({role}) is empty; write the {what} or delete the row")
         previous = role
     if previous != "assistant":
-        raise _BadRow(f"the conversation ends with '{previous}', not an answer; sft needs a final "
+        raise BadRow(f"the conversation ends with '{previous}', not an answer; sft needs a final "
                       "assistant answer: add it or drop the trailing messages")
 
 
@@ -498,11 +498,11 @@ def _string(row: dict, columns: dict, name: str, needs: str | None = None) -> st
     value = row.get(key)
     if value is None:
         if needs:
-            raise _BadRow(f"missing '{key}' (this format needs {needs}); add it to the row, or map your "
+            raise BadRow(f"missing '{key}' (this format needs {needs}); add it to the row, or map your "
                           f"column with columns: {{{name}: YOUR_COLUMN}}")
         return ""
     if not isinstance(value, str):
-        raise _BadRow(f"'{key}' must be a string, got {_short(value)}; put the value in quotes")
+        raise BadRow(f"'{key}' must be a string, got {_short(value)}; put the value in quotes")
     return value
 
 
@@ -516,9 +516,9 @@ def _list(row: dict, columns: dict, name: str) -> list | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise _BadRow(f"'{key}' is a string but not valid JSON ({exc.msg}); give a JSON list") from None
+            raise BadRow(f"'{key}' is a string but not valid JSON ({exc.msg}); give a JSON list") from None
     if value is not None and not isinstance(value, list):
-        raise _BadRow(f"'{key}' must be a list, got {_short(value)}")
+        raise BadRow(f"'{key}' must be a list, got {_short(value)}")
     return value
 
 
@@ -531,10 +531,10 @@ def _history(row: dict, columns: dict) -> list[dict]:
     messages = []
     for number, pair in enumerate(_list(row, columns, "history") or [], 1):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise _BadRow(f"history item {number} is {_short(pair)}; history must be a list of "
+            raise BadRow(f"history item {number} is {_short(pair)}; history must be a list of "
                           '[question, answer] string pairs, e.g. [["hi", "hello"]]')
         if not (pair[0].strip() and pair[1].strip()):
-            raise _BadRow(f"history item {number} has an empty question or answer; fill it in or remove the pair")
+            raise BadRow(f"history item {number} has an empty question or answer; fill it in or remove the pair")
         messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
     return messages
 
@@ -546,8 +546,8 @@ def _tools(row: dict, columns: dict) -> list | None:
         return [value]
     try:
         tools = _list(row, columns, "tools")
-    except _BadRow:
-        raise _BadRow(f"'{key}' must be a JSON list of function definitions (a list, or a string holding "
+    except BadRow:
+        raise BadRow(f"'{key}' must be a JSON list of function definitions (a list, or a string holding "
                       "one); fix its JSON") from None
     return tools or None
 

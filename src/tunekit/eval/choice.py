@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from tunekit.data.formats import BadRow  # one row that cannot be used; collected into one DataError
 from tunekit.errors import DataError, TunekitError
 
 LETTERS = "ABCDEFGHIJ"
@@ -43,10 +44,6 @@ class ChoiceItem:
     subject: str = ""
 
 
-class _BadRow(Exception):
-    """One row that cannot be scored; collected into a single DataError."""
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -55,18 +52,18 @@ def _subject_of(path: Path) -> str:
 
 
 def _make_item(question, options: dict, answer, source: str, subject: str) -> ChoiceItem:
-    """A validated item; raises _BadRow saying what to fix."""
+    """A validated item; raises BadRow saying what to fix."""
     if not str(question or "").strip():
-        raise _BadRow("the question is empty; fill it in or delete the row")
+        raise BadRow("the question is empty; fill it in or delete the row")
     for letter, text in options.items():
         if not str(text if text is not None else "").strip():
-            raise _BadRow(f"option {letter} is empty; fill it in or delete the row")
+            raise BadRow(f"option {letter} is empty; fill it in or delete the row")
     if len(options) < 2:
-        raise _BadRow("fewer than two options; a row needs question, A, B[, C, D...] and answer")
+        raise BadRow("fewer than two options; a row needs question, A, B[, C, D...] and answer")
     if answer is not None:
         answer = str(answer).strip().upper()
         if answer not in options:
-            raise _BadRow(
+            raise BadRow(
                 f"answer {answer!r} is not one of the options {', '.join(options)}; "
                 "write the letter of the correct option"
             )
@@ -90,7 +87,7 @@ def _header_columns(header: list[str]) -> dict | None:
 def _csv_item(row: list[str], columns: dict | None, source: str, subject: str) -> ChoiceItem:
     if columns is None:  # MMLU: question, A, B, C, D, answer without a header
         if len(row) < 4:
-            raise _BadRow(f"{len(row)} columns; an MMLU-style row is question,A,B,C,D,answer")
+            raise BadRow(f"{len(row)} columns; an MMLU-style row is question,A,B,C,D,answer")
         options = dict(zip(LETTERS, row[1:-1]))
         return _make_item(row[0], options, row[-1], source, subject)
     cell = dict(enumerate(row))  # a short row reads as empty cells
@@ -113,7 +110,7 @@ def _read_csv(path: Path, problems: list[str]) -> list[ChoiceItem]:
                 continue
             try:
                 items.append(_csv_item(row, columns, f"{path}:{start}", subject))
-            except _BadRow as bad:
+            except BadRow as bad:
                 problems.append(f"{path}:{start}: {bad}")
     return items
 
@@ -129,7 +126,7 @@ def _json_options(record: dict) -> dict:
 
 def _json_item(record, source: str, subject: str) -> ChoiceItem:
     if not isinstance(record, dict):
-        raise _BadRow("expected an object with question, options (A, B, ... or choices) and answer")
+        raise BadRow("expected an object with question, options (A, B, ... or choices) and answer")
     record = {str(key).strip().lower(): value for key, value in record.items()}
     answer = record.get("answer")
     if isinstance(answer, int) and not isinstance(answer, bool):  # HF MMLU: index into choices
@@ -161,7 +158,7 @@ def _read_json(path: Path, problems: list[str]) -> list[ChoiceItem]:
     for source, record in _json_rows(path):
         try:
             items.append(_json_item(record, source, subject))
-        except _BadRow as bad:
+        except BadRow as bad:
             problems.append(f"{source}: {bad}")
     return items
 

@@ -26,7 +26,7 @@ from tunekit.data.formats import (
     READERS,
     ROLE_NAMES,
     TEXT_COLUMNS,
-    _BadRow as BadRow,
+    BadRow,
     detect_format,
     load_one,
     source_files,
