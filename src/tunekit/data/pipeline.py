@@ -40,7 +40,7 @@ from tunekit.data.formats import load_records, source_files
 from tunekit.data.records import Conversation, Problem, TextRecord
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
 from tunekit.errors import DataError
-from tunekit.train.distributed import main_process_first
+from tunekit.processes import main_process_first
 
 log = logging.getLogger(__name__)
 

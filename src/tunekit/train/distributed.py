@@ -7,12 +7,10 @@
 tunekit has no distribution layer of its own: the launcher starts the processes and the HF
 Trainer runs DDP, DeepSpeed ZeRO or FSDP. What is decided here, once:
 
-- which process is the main one (global rank 0): it alone creates the run directory,
-  tokenizes, logs and writes files; the others wait at a barrier and then read;
+- which process is the main one (global rank 0, tunekit/processes.py): it alone creates
+  the run directory, tokenizes, logs and writes files; the others wait at a barrier;
 - where no GPU is visible the processes talk over gloo on the CPU (`use_cpu`), so a
   CPU-only launch is a real data-parallel run and not N copies of one run;
-- a barrier waits up to BARRIER_TIMEOUT, long enough for rank 0 to tokenize a large
-  dataset while the others wait;
 - DeepSpeed is an optional extra: `check_launch` refuses, before any work, a DeepSpeed config
   that is missing, that cannot save the weights or that contradicts the method or FSDP, and
   names the install command when DeepSpeed is not installed;
@@ -26,59 +24,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 from tunekit.errors import ConfigError, TunekitError
-
-BARRIER_TIMEOUT = timedelta(hours=3)
+from tunekit.processes import (  # noqa: F401  (re-exported: the training side's one import)
+    BARRIER_TIMEOUT, barrier, is_distributed, is_main_process, main_process_first, use_cpu, world_size)
 DEEPSPEED_HINT = "pip install 'tunekit[deepspeed]'"
 GATHER_ON_SAVE = "stage3_gather_16bit_weights_on_model_save"
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_distributed() -> bool:
-    return world_size() > 1
-
-
-def is_main_process() -> bool:
-    """Global rank 0, as set by torchrun, accelerate launch and the deepspeed launcher."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def use_cpu() -> bool:
-    """True where no GPU (or other accelerator) is visible: training then runs on the CPU over gloo."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
-
-
-def _state():
-    """accelerate's process state; the first call joins the process group (with BARRIER_TIMEOUT)."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=use_cpu(), timeout=BARRIER_TIMEOUT)
-
-
-def barrier() -> None:
-    """Every process waits here until all have arrived; nothing to wait for in a single process."""
-    if is_distributed():
-        _state().wait_for_everyone()
-
-
-@contextmanager
-def main_process_first():
-    """The main process runs the block first; the others run it after (and find its results)."""
-    if not is_distributed():
-        yield
-        return
-    with _state().main_process_first():
-        yield
 
 
 def deepspeed_installed() -> bool:

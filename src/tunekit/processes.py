@@ -1,0 +1,57 @@
+"""Which process is which under torchrun / accelerate launch, and how they wait for each other.
+
+Used by the data pipeline (rank 0 tokenizes, the others read its cache) and by training
+(rank 0 writes the run directory). A single process needs none of it and pays nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from datetime import timedelta
+
+BARRIER_TIMEOUT = timedelta(hours=3)  # long enough for rank 0 to tokenize a large dataset
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+def is_main_process() -> bool:
+    """Global rank 0, as set by torchrun, accelerate launch and the deepspeed launcher."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def use_cpu() -> bool:
+    """True where no GPU (or other accelerator) is visible: training then runs on the CPU over gloo."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
+
+
+def _state():
+    """accelerate's process state; the first call joins the process group (with BARRIER_TIMEOUT)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu(), timeout=BARRIER_TIMEOUT)
+
+
+def barrier() -> None:
+    """Every process waits here until all have arrived; nothing to wait for in a single process."""
+    if is_distributed():
+        _state().wait_for_everyone()
+
+
+@contextmanager
+def main_process_first():
+    """The main process runs the block first; the others run it after (and find its results)."""
+    if not is_distributed():
+        yield
+        return
+    with _state().main_process_first():
+        yield
