@@ -18,14 +18,13 @@ def add_arguments(parser):
 
 def _setup(args):
     from tunekit.data.templates import load_template
+    from tunekit.errors import ConfigError
     from tunekit.model.load import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)
-    tokenizer = load_tokenizer(cfg.model) if cfg.model.name_or_path else None
-    if tokenizer is None:
-        from tunekit.errors import ConfigError
-
+    if not cfg.model.name_or_path:
         raise ConfigError("model.name_or_path is empty: the tokenizer decides token counts; name the model")
+    tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
     return cfg, tokenizer, template
 

@@ -19,12 +19,12 @@ from tunekit.config import Config, validate_for_training
 from tunekit.data.collate import collator_for, supports_packing
 from tunekit.data.pipeline import prepare_data
 from tunekit.data.templates import TEMPLATE_FILE, load_template
-from tunekit.errors import ConfigError, TunekitError
+from tunekit.errors import ConfigError
 from tunekit.model.adapters import apply_method, is_prompt_method, loraplus_optimizer, trainable_summary
 from tunekit.model.load import load_model, load_tokenizer, resolve_dtype
 from tunekit.model.quantize import quantization_config
 from tunekit.rundir import META_FILE, versions, write_json_atomic
-from tunekit.train.callbacks import METRICS_FILE, MetricsLog, NanGuard, plot_loss
+from tunekit.train.callbacks import MetricsLog, NanGuard, plot_loss
 from tunekit.train.distributed import barrier, check_launch, is_main_process, save_model, use_cpu
 
 log = logging.getLogger(__name__)
@@ -195,5 +195,3 @@ def _last_loss(trainer) -> float | None:
 def _absolute_if_local(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).exists() else name
 
-
-__all__ = ["train", "last_complete_checkpoint", "METRICS_FILE", "TunekitError"]
