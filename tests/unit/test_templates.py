@@ -4,15 +4,14 @@ Every template of ../shared/templates is tried with a tiny tokenizer that carrie
 tokens, on single-turn, multi-turn and system-prompt conversations.
 """
 
-from pathlib import Path
-
 import pytest
 
+from helpers import SHARED
 from tokenizers_util import build_tokenizer
 from tunekit.data.records import Conversation
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError, load_template
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "templates"
+SHARED = SHARED / "templates"
 
 # template file -> (special tokens, bos, eos, expected end-of-turn text)
 TOKENS = {
@@ -27,6 +26,13 @@ TOKENS = {
                        "[TOOL_RESULTS]", "[/TOOL_RESULTS]"], "<s>", "</s>", " </s>"),
     "deepseek_r1": (["<｜User｜>", "<｜Assistant｜>"], "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
                     "<｜end▁of▁sentence｜>"),
+    # Current models with no real tokenizer here: a tokenizer carrying their special tokens.
+    # GLM-4.6 writes no end-of-turn token (the next role tag ends a turn): eos is inserted.
+    "glm4_6": (["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<think>",
+                "</think>"], None, "<|endoftext|>", "<|endoftext|>"),
+    "mistral_small_3_1": (["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CALLS]",
+                           "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"],
+                          "<s>", "</s>", "</s>"),
 }
 
 U1, A1, U2, A2 = "What is the capital of France?", "Paris.", "你好，北京是哪里？", "北京是中国的首都。"

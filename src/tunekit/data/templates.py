@@ -8,10 +8,12 @@ assistant turn by rendering the conversation up to that turn with the generation
 the text after that prefix is the answer. Labels cover every assistant answer plus the
 template's end-of-turn text; everything else is -100.
 
-The end-of-turn text is read off the template, once: the text that follows an assistant
-answer up to the first special token, when that token is not part of a user header (e.g.
-`<|im_end|>`, `<|eot_id|>`); otherwise the tokenizer's eos token (alpaca, chatglm,
-baichuan). Where the template leaves it out (many inference templates do not close the
+The end-of-turn text is read off the template, once: the text that closes a conversation
+ending on an answer, up to the first special token (e.g. `<|im_end|>`, `<|eot_id|>`) — read
+there, not before the next question, because a default system block (Qwen2.5, Llama 3.1+)
+puts the same token in front of every first question; else the text before the next
+question when its special token is not part of the user header; otherwise the tokenizer's
+eos token (alpaca, chatglm, baichuan). A base tokenizer's eos never replaces it. Where the template leaves it out (many inference templates do not close the
 last turn, and eos-style templates never write eos), it is inserted, so the model learns to
 stop; the engine renders prompts with the same function, so history looks the same at
 inference as in training. Its token ids are the engine's stop tokens.
@@ -214,9 +216,17 @@ class ChatTemplate:
 
     # -- end of turn -----------------------------------------------------------------------
     def _find_eot_text(self) -> str:
+        """The text closing an answer: up to the first special token after it, read first from a
+        conversation that ends on the answer (what the template writes to close a turn), else from
+        one where a question follows, when that token does not open the question (GLM's role tags)."""
         q1, a1, q2 = "\u2063q1\u2063", "\u2063a1\u2063", "\u2063q2\u2063"
-        text = self.render([{"role": "user", "content": q1}, {"role": "assistant", "content": a1},
-                            {"role": "user", "content": q2}])
+        one_turn = [{"role": "user", "content": q1}, {"role": "assistant", "content": a1}]
+        closed = self.render(one_turn)
+        closing = closed[closed.index(a1) + len(a1):]
+        first = _first_special(closing, self._special)
+        if first is not None:
+            return closing[: first[1]]
+        text = self.render(one_turn + [{"role": "user", "content": q2}])
         after = text[text.index(a1) + len(a1):]
         user_alone = self.render([{"role": "user", "content": q2}])
         user_header = user_alone[: user_alone.index(q2)]
