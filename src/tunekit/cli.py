@@ -22,6 +22,8 @@ from tunekit.errors import TunekitError
 COMMANDS = {
     "train": ("tunekit.commands.train", "fine-tune a model: tunekit train CONFIG.yaml [key=value ...]"),
     "data": ("tunekit.commands.data", "check, preview or tokenize the datasets of a config"),
+    "import-gguf": ("tunekit.commands.import_gguf", "a GGUF file as a Hugging Face model directory: "
+                    "tunekit import-gguf FILE.gguf OUT_DIR"),
     "modules": ("tunekit.commands.modules", "list a model's linear modules and the default LoRA targets"),
     "init-model": ("tunekit.commands.init_model", "build a small random model with a tokenizer trained on text"),
     "merge": ("tunekit.commands.merge", "fold a LoRA run into its base: tunekit merge RUN_DIR --output DIR"),
@@ -32,7 +34,8 @@ COMMANDS = {
     "eval": ("tunekit.commands.eval", "answer and score a test set: tunekit eval RUN_DIR --data FILE"),
     "compare": ("tunekit.commands.compare", "base vs tuned report with a forgetting probe: "
                 "tunekit compare base RUN_DIR --data FILE"),
-    "demo": ("tunekit.commands.demo", "offline end-to-end demo: build, fine-tune and evaluate a tiny model"),
+    "demo": ("tunekit.commands.demo", "offline end-to-end demo: LoRA on SmolLM2-135M-Instruct, before/after "
+             "(--tiny: a random tiny model)"),
 }
 
 
