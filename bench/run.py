@@ -1,12 +1,17 @@
 """make bench: tunekit against the naive tutorial recipe (naive.py), measured in one run.
 
-    .venv/bin/python bench/run.py            # the full bench, about 5 minutes on 2 cores
+    .venv/bin/python bench/run.py            # the full bench, about 12 minutes on 2 quiet cores
     .venv/bin/python bench/run.py --quick    # a smoke run: 1 repeat, few steps; writes quick.*
+    .venv/bin/python bench/run.py --no-real-shape   # the tiny-model sections only (about 90 s)
 
 Same machine, same tiny model (built here by tunekit init-model), same rows of bench/data,
 same seed and 8 samples per optimizer step; torch on 2 threads. Every ratio is tunekit over
 baseline, from pairs of runs interleaved in this process (medians of the pair ratios); all
 measurements go to bench/results/latest.json, the table to latest.md.
+
+The last section (bench/real_shape.py) trains a SmolLM2-135M-shaped model against TRL's
+SFTTrainer (padded, padding-free, packing) and reports the fraction of this machine's
+matmul peak reached; bench/gpu_train.py is the GPU counterpart, run by hand on a GPU.
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ def main() -> None:
         sections["memory"] = training.memory(model_dir, work, args.rss_steps, args.num_proc, args.repeats_memory)
         step("generation")
         sections["generation"] = generation.run(model_dir, args.repeats_generate)
+        if args.real_shape:
+            import real_shape
+
+            step("training on the real shape (SmolLM2-135M) against TRL")
+            sections["real_shape"] = real_shape.run(work, args.real_shape_steps, args.repeats_real_shape,
+                                                    ["full", "lora"], layers=args.real_shape_layers)
     results = summary(sections)
     results["machine"] = machine(load_before, os.getloadavg(), time.perf_counter() - started)
     results["settings"] = vars(args)
@@ -74,10 +85,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats-preprocess", type=int, default=5)
     parser.add_argument("--repeats-generate", type=int, default=3)
     parser.add_argument("--repeats-memory", type=int, default=1)
+    parser.add_argument("--no-real-shape", dest="real_shape", action="store_false",
+                        help="skip the SmolLM2-shaped training against TRL (the longest section)")
+    parser.add_argument("--real-shape-steps", type=int, default=3, help="steps per real-shape run, "
+                        "the first a warm-up")
+    parser.add_argument("--repeats-real-shape", type=int, default=2)
     args = parser.parse_args()
+    args.real_shape_layers = None  # SmolLM2's 30
     if args.quick:
         args.steps, args.eval_every, args.rss_steps = 4, 2, 2
         args.repeats_train = args.repeats_preprocess = args.repeats_generate = args.repeats_memory = 1
+        args.real_shape_steps, args.repeats_real_shape, args.real_shape_layers = 2, 1, 2
     return args
 
 
@@ -151,6 +169,10 @@ def markdown(results: dict) -> str:
                  f"after (a shared machine); the bench took {m['bench_seconds']:.0f} s. Medians of "
                  f"{results['settings']['repeats_train']} training, {results['settings']['repeats_preprocess']} "
                  f"preprocessing and {results['settings']['repeats_generate']} generation pairs.")
+    if "real_shape" in s:
+        import real_shape
+
+        lines += [""] + real_shape.markdown(s["real_shape"])
     return "\n".join(lines) + "\n"
 
 
