@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from helpers import ASSETS, CORPUS, NER_TEST, NER_TRAIN, ROOT, SHARED, make_config  # noqa: E402,F401  (tests/ is on sys.path now)
+from helpers import ASSETS, CORPUS, FIXTURES, NER_TEST, NER_TRAIN, ROOT, SHARED, make_config  # noqa: E402,F401  (tests/ is on sys.path now)
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +70,24 @@ def browser(tmp_path):
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="session")
+def remote_code_model(tiny_model_dir, tmp_path_factory):
+    """A ChatGLM-style model folder with its own modeling code and a fused query_key_value."""
+    import json
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("remote") / "tinyglm"
+    shutil.copytree(FIXTURES / "remote_code", folder)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "tinyglm", "vocab_size": len(tok), "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+        "auto_map": {"AutoConfig": "configuration_tinyglm.TinyGLMConfig",
+                     "AutoModelForCausalLM": "modeling_tinyglm.TinyGLMForCausalLM"}}))
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    AutoModelForCausalLM.from_config(config, trust_remote_code=True).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

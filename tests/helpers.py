@@ -11,6 +11,8 @@ SHARED = ROOT.parent / "shared"
 NER_TRAIN = ASSETS / "demo" / "ner_train.jsonl"
 NER_TEST = ASSETS / "demo" / "ner_test.jsonl"
 CORPUS = [ASSETS / "corpus" / "wiki_en.txt", NER_TRAIN]
+FIXTURES = ROOT / "tests" / "fixtures"
+CONFIGS_DIR = ROOT / "configs"
 
 
 def make_config(model_dir, output_dir, cache, **sections):

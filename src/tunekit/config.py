@@ -18,14 +18,15 @@ from pathlib import Path
 
 import yaml
 
+from tunekit.dtypes import NAMES as DTYPES
 from tunekit.errors import ConfigError
 
+OVERLENGTH = ("drop", "truncate")
 DATA_FORMATS = ("auto", "alpaca", "instruct", "prompt_response", "sharegpt", "openai", "text")
 METHODS = ("full", "freeze", "lora", "qlora", "prefix", "ptuning")
 LORA_METHODS = ("lora", "qlora")  # methods that train LoRA matrices (and take the LoRA variant keys)
 PROMPT_METHODS = ("prefix", "ptuning")  # virtual tokens in front of the input: no merge, no packing
 STAGES = ("sft", "pt")
-DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass
@@ -53,6 +54,10 @@ class DataConfig:
     datasets: list = field(default_factory=list)  # list of DatasetSpec (a bare string is a path)
     eval_datasets: list = field(default_factory=list)  # held-out sets for eval loss
     cutoff_len: int = 1024  # maximum tokens per sample (pt: block size)
+    # sft samples longer than cutoff_len: drop (default: every trained answer stays whole, with the
+    # end-of-turn token that teaches the model to stop) or truncate (keeps the start; its answer may
+    # lose its end). data check counts both.
+    overlength: str = "drop"
     val_size: float = 0.0  # fraction (<1) or count (>=1) of training rows held out for eval
     train_on_prompt: bool = False  # also train on system/user tokens
     mask_history: bool = False  # train only the last assistant turn
@@ -328,6 +333,7 @@ def validate(cfg: Config) -> None:
                           "(virtual tokens live in the cache); set it to false")
     if t.stage == "pt" and (d.train_on_prompt or d.mask_history):
         raise ConfigError("data.train_on_prompt / data.mask_history apply to sft; stage pt trains every token")
+    _one_of("data.overlength", d.overlength, OVERLENGTH)
     if d.cutoff_len < 8:
         raise ConfigError(f"data.cutoff_len is {d.cutoff_len}: give at least 8 tokens")
     if d.val_size < 0:

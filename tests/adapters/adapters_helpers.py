@@ -1,8 +1,8 @@
 """Plain helpers for the adapter tests: the example configs and how to make them tiny."""
 
-from helpers import NER_TRAIN, ROOT
+from helpers import CONFIGS_DIR as CONFIGS
+from helpers import NER_TRAIN
 
-CONFIGS = ROOT / "configs"
 EXAMPLES = ("qlora4", "qlora8", "dora", "prefix", "ptuning")
 
 

@@ -56,7 +56,7 @@ def test_merged_lora_equals_base_plus_adapter_and_is_a_plain_model_dir(lora_a, t
     assert generation["eos_token_id"] in (stop_ids, stop_ids[0])
     assert generation["pad_token_id"] == tokenizer.pad_token_id
     meta = json.loads((output / META_FILE).read_text())
-    assert meta["merged_from"] == str(lora_a.resolve()) and meta["template"]["stop_token_ids"] == stop_ids
+    assert meta["origin"]["merged_from"] == str(lora_a.resolve()) and meta["template"]["stop_token_ids"] == stop_ids
     assert list(output.glob("*.safetensors")) and not (output / "adapter_config.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary directory left behind
 
@@ -135,10 +135,10 @@ def test_an_existing_output_is_refused_unless_overwrite(lora_a, tmp_path, capsys
 def test_a_full_disk_while_writing_leaves_no_model_directory(lora_a, tmp_path, capsys, monkeypatch):
     import tunekit.export.merge as merge_module
 
-    def disk_full(path, data):
+    def disk_full(folder, record):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(merge_module, "write_json_atomic", disk_full)  # the last file of the output
+    monkeypatch.setattr(merge_module, "write_record", disk_full)  # the last file of the output
     assert merge(lora_a, tmp_path / "merged") == 1
     assert "disk full while writing" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

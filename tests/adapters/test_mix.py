@@ -42,7 +42,8 @@ def test_weights_one_and_zero_reproduce_the_first_adapter(lora_a, lora_b, tiny_m
     expected, got = (with_plain_peft(tiny_model_dir, run, token_ids) for run in (one, output))
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
     meta = json.loads((output / META_FILE).read_text())
-    assert [m["weight"] for m in meta["mixed_from"]] == [1.0, 0.0] and meta["combination"] == combination
+    origin = meta["origin"]
+    assert [m["weight"] for m in origin["mixed_from"]] == [1.0, 0.0] and origin["combination"] == combination
     assert meta["template"] == json.loads((one / META_FILE).read_text())["template"]
     assert (output / "chat_template.jinja").is_file() and (output / "tokenizer.json").is_file()
 

@@ -27,7 +27,7 @@ def evaluation(label, summary, predictions, ppl):
     rows = [{"prompt": "找出 <b>实体</b> | 句子", "reference": "张三_人名\n北京_地名", "prediction": text,
              "scores": {"entity": {"f1": f1}}} for text, f1 in predictions]
     result = TaskResult(rows, summary, flat_scores(summary), "entity_f1")
-    return Evaluation(label, f"/models/{label}", "model directory", result,
+    return Evaluation(label, f"/models/{label}", "model directory", None, result,
                       {"perplexity": ppl, "tokens": 1000, "nll": 0.0, "text": "general_heldout.txt"}, 1.0)
 
 
@@ -86,8 +86,9 @@ def test_html_page_is_self_contained_and_escaped(comparison, tmp_path):
 
 def test_targets_get_unique_labels_and_base_needs_a_run(tiny_lora_run, tiny_model_dir):
     pairs = resolve_targets(["base", str(tiny_lora_run), str(tiny_lora_run)])
-    assert pairs[0] == ("base", str(tiny_model_dir.resolve()))
-    assert [label for label, _ in pairs[1:]] == [tiny_lora_run.name, f"{tiny_lora_run.name}-2"]
+    assert pairs[0] == ("base", str(tiny_lora_run), True)  # the run itself, asked as its base
+    assert [label for label, _, _ in pairs[1:]] == [tiny_lora_run.name, f"{tiny_lora_run.name}-2"]
+    assert [as_base for _, _, as_base in pairs[1:]] == [False, False]
     with pytest.raises(TunekitError, match="'base' means the base model of a run directory"):
         resolve_targets(["base", str(tiny_model_dir)])
     with pytest.raises(TunekitError, match="at least two targets"):
@@ -97,7 +98,7 @@ def test_targets_get_unique_labels_and_base_needs_a_run(tiny_lora_run, tiny_mode
 def test_predict_only_comparison_has_answers_and_perplexity_but_no_scores(tmp_path):
     task = SimpleNamespace(kind="generation", metrics=[], reason="the test set has no references")
     rows = [{"prompt": "你好", "reference": None, "prediction": "", "scores": None}]
-    evaluations = [Evaluation(label, f"/m/{label}", "model directory", TaskResult(rows, None),
+    evaluations = [Evaluation(label, f"/m/{label}", "model directory", None, TaskResult(rows, None),
                               {"perplexity": ppl, "tokens": 10, "nll": 0.0, "text": "t.txt"}, 1.0)
                    for label, ppl in (("base", 10.0), ("tuned", 8.0))]
     paths = write_comparison(tmp_path, Comparison("p.txt", task, evaluations, "t.txt"))

@@ -46,13 +46,30 @@ def test_check_of_good_data_exits_0_with_counts_and_percentiles(tmp_path, tiny_m
     cfg = write_config(tmp_path, tiny_model_dir, NER_TRAIN, tmp_path / "cache")
     assert main(["data", "check", cfg, "data.cutoff_len=512"]) == 0
     out = capsys.readouterr().out
-    assert "rows read: 3000  kept: 3000  skipped: 0  truncated to 512: 0  answer truncated away: 0" in out
+    assert ("rows read: 3000  kept: 3000  skipped: 0  longer than cutoff_len 512: dropped 0, truncated 0 "
+            "(data.overlength: drop)  answer truncated away: 0") in out
     p50, p90, p99, top = (int(out.split(k + " ")[1].split()[0]) for k in ("p50", "p90", "p99", "max"))
     assert 0 < p50 <= p90 <= p99 <= top
-    assert main(["data", "check", cfg, f"data.cutoff_len={p90}"]) == 0  # the longest tenth is cut
+
+
+@pytest.mark.parametrize("policy", ["drop", "truncate"])
+def test_overlength_samples_are_dropped_or_truncated_and_counted(tmp_path, tiny_model_dir, capsys, policy):
+    """The longest tenth is over the cutoff: by default dropped (kept answers stay whole), or truncated."""
+    cfg = write_config(tmp_path, tiny_model_dir, NER_TRAIN, tmp_path / "cache")
+    assert main(["data", "check", cfg, "data.cutoff_len=512"]) == 0
+    p90 = int(capsys.readouterr().out.split("p90 ")[1].split()[0])
+    assert main(["data", "check", cfg, f"data.cutoff_len={p90}", f"data.overlength={policy}"]) == 0
     out = capsys.readouterr().out
-    truncated = int(out.split(f"truncated to {p90}: ")[1].split()[0])
-    assert 0 < truncated <= 300
+    dropped = int(out.split("dropped ")[1].split(",")[0])
+    truncated = int(out.split("truncated ")[1].split()[0])
+    kept = int(out.split("kept: ")[1].split()[0])
+    over = dropped + truncated
+    assert 0 < over <= 300 and (dropped if policy == "drop" else truncated) == over
+    assert kept == 3000 - dropped - int(out.split("answer truncated away: ")[1].split()[0])
+    assert ("not trained" in out) == (policy == "drop")
+    assert main(["data", "preview", cfg, f"data.cutoff_len={p90}", f"data.overlength={policy}", "-n", "3000"]) == 0
+    marked = capsys.readouterr().out.count("OVERLENGTH")
+    assert marked == over
 
 
 def test_data_that_no_cutoff_fits_says_raise_cutoff_len(tmp_path, tiny_model_dir, capsys):

@@ -14,7 +14,6 @@ from tunekit.cli import main
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.train.run import train
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def base_state(model_dir):
@@ -141,24 +140,6 @@ def test_extended_vocabulary_resizes_embeddings(tiny_model_dir, tmp_path):
     tok.save_pretrained(model_dir)
     model = load_model(ModelConfig(name_or_path=str(model_dir)), tok)
     assert model.get_input_embeddings().weight.shape[0] >= len(tok)
-
-
-@pytest.fixture(scope="module")
-def remote_code_model(tiny_model_dir, tmp_path_factory):
-    """A ChatGLM-style model folder with its own modeling code and a fused query_key_value."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("remote") / "tinyglm"
-    shutil.copytree(FIXTURES / "remote_code", folder)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "tinyglm", "vocab_size": len(tok), "hidden_size": 32, "num_layers": 2, "num_heads": 4,
-        "auto_map": {"AutoConfig": "configuration_tinyglm.TinyGLMConfig",
-                     "AutoModelForCausalLM": "modeling_tinyglm.TinyGLMForCausalLM"}}))
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    AutoModelForCausalLM.from_config(config, trust_remote_code=True).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def test_remote_code_model_needs_the_opt_in(remote_code_model, tmp_path, cache_dir):

@@ -41,6 +41,9 @@ class RecordingEngine:
     def __init__(self, engine):
         self.engine, self.name, self.seen = engine, engine.name, []
 
+    def system_prompt(self, adapter=None):
+        return self.engine.system_prompt(adapter)
+
     def stream(self, messages, params, adapter=None):
         self.seen.append(messages)
         return self.engine.stream(messages, params, adapter)

@@ -14,7 +14,7 @@ DATASETS = [{"path": str(SHARED / "data" / "alpaca_zh_demo.json"), "max_samples"
 
 def prepared(model_dir, tmp_path, num_proc: int):
     cfg = make_config(model_dir, tmp_path / "run", tmp_path / f"cache-{num_proc}",
-                      data={"datasets": DATASETS, "num_proc": num_proc, "cutoff_len": 64})
+                      data={"datasets": DATASETS, "num_proc": num_proc, "cutoff_len": 64, "overlength": "truncate"})
     tokenizer = load_tokenizer(cfg.model)
     return prepare_data(cfg, tokenizer, load_template(tokenizer, cfg.model.template))
 

@@ -1,23 +1,24 @@
 """Multiple-choice loading (C-Eval / CMMLU / MMLU / JSONL shapes), prompts, and letter scoring on a tiny model."""
 
-from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from helpers import FIXTURES
+
 from tunekit.errors import DataError, TunekitError
 from tunekit.eval.choice import ChoiceItem, build_choice_prompt, load_choice_items, score_choices
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "choice"
+CHOICE = FIXTURES / "choice"
 
 
 # ---------------------------------------------------------------- loading
 
 
 def test_loads_ceval_csv_with_header_explanation_and_multiline_question():
-    items = load_choice_items(FIXTURES / "ceval")
+    items = load_choice_items(CHOICE / "ceval")
     assert [item.answer for item in items] == ["D", "B"]
     assert items[0].options == {"A": "资产", "B": "负债", "C": "利润", "D": "成本"}
     assert items[1].question == '企业的库存现金，应当"日清月结"，\n这一要求体现了____。'
@@ -26,7 +27,7 @@ def test_loads_ceval_csv_with_header_explanation_and_multiline_question():
 
 
 def test_loads_cmmlu_csv_with_index_column():
-    items = load_choice_items(FIXTURES / "cmmlu" / "agronomy.csv")
+    items = load_choice_items(CHOICE / "cmmlu" / "agronomy.csv")
     assert [(item.question, item.answer) for item in items] == [
         ("水稻属于哪一科植物？", "A"),
         ("下列哪种元素是植物必需的大量元素？", "B"),
@@ -37,7 +38,7 @@ def test_loads_cmmlu_csv_with_index_column():
 
 
 def test_loads_headerless_mmlu_csv():
-    items = load_choice_items(FIXTURES / "mmlu")
+    items = load_choice_items(CHOICE / "mmlu")
     assert items[1].question == "Is the set of integers, under addition, a group?"
     assert items[1].options == {"A": "Yes", "B": "No", "C": "Only for positives", "D": "Only for evens"}
     assert [item.answer for item in items] == ["D", "A"]
@@ -46,7 +47,7 @@ def test_loads_headerless_mmlu_csv():
 
 
 def test_loads_jsonl_with_choice_lists_index_answers_and_letter_keys():
-    first, second = load_choice_items(FIXTURES / "json" / "college_physics.jsonl")
+    first, second = load_choice_items(CHOICE / "json" / "college_physics.jsonl")
     assert first.options == {"A": "joule", "B": "newton", "C": "watt", "D": "pascal"}
     assert first.answer == "B"  # answer index 1
     assert (second.answer, second.subject) == ("A", "physics")  # "a", subject from the record
@@ -61,17 +62,17 @@ def test_file_without_answer_column_loads_unlabelled(tmp_path):
 
 def test_row_with_an_empty_option_names_file_line_and_fix():
     with pytest.raises(DataError, match=r"law_val\.csv:3: option C is empty; fill it in"):
-        load_choice_items(FIXTURES / "bad_option")
+        load_choice_items(CHOICE / "bad_option")
 
 
 def test_answer_that_is_not_an_option_names_file_line_and_fix():
     with pytest.raises(DataError, match=r"agronomy\.csv:2: answer 'E' is not one of the options A, B, C, D"):
-        load_choice_items(FIXTURES / "bad_answer")
+        load_choice_items(CHOICE / "bad_answer")
 
 
 def test_folder_without_question_files_is_refused():
     with pytest.raises(DataError, match="holds no .csv, .json or .jsonl"):
-        load_choice_items(FIXTURES)
+        load_choice_items(CHOICE)
 
 
 # ---------------------------------------------------------------- prompts
@@ -138,7 +139,7 @@ def gpt2_model(tokenizer):
 
 @pytest.fixture(scope="module")
 def items():
-    return [item for folder in ("ceval", "cmmlu", "mmlu", "json") for item in load_choice_items(FIXTURES / folder)]
+    return [item for folder in ("ceval", "cmmlu", "mmlu", "json") for item in load_choice_items(CHOICE / folder)]
 
 
 def letter_scores_unpadded(model, tokenizer, prompt_ids: list[int]) -> dict[str, float]:
@@ -173,7 +174,7 @@ def test_batched_choice_equals_independent_argmax_and_accuracy_counts_matches(mo
 
 
 def test_few_shot_prompts_use_other_answered_items_of_the_same_subject(model, tokenizer):
-    cmmlu = load_choice_items(FIXTURES / "cmmlu")
+    cmmlu = load_choice_items(CHOICE / "cmmlu")
     result = score_choices(model, tokenizer, cmmlu, shots=1, batch_size=3)
     shots = [cmmlu[1], cmmlu[0], cmmlu[0]]  # the first answered item that is not the question itself
     for item, shot, got in zip(cmmlu, shots, result["scores"]):
@@ -183,7 +184,7 @@ def test_few_shot_prompts_use_other_answered_items_of_the_same_subject(model, to
 
 def test_chat_template_wraps_the_prompt_as_a_user_turn(model, tokenizer):
     template = "{% for m in messages %}<u>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
-    item = load_choice_items(FIXTURES / "mmlu")[0]
+    item = load_choice_items(CHOICE / "mmlu")[0]
     result = score_choices(model, tokenizer, [item], chat_template=template)
     prompt_ids = tokenizer("<u>" + build_choice_prompt(item, subject=item.subject) + "<a>")["input_ids"]
     assert result["scores"][0] == pytest.approx(letter_scores_unpadded(model, tokenizer, prompt_ids), abs=1e-4)

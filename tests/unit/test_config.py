@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
+
 from tunekit.config import DatasetSpec, load_config
 from tunekit.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path, text):

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FIXTURES
+
 from tunekit.config import DatasetSpec
 from tunekit.data.formats import detect_format, load_one, load_records, source_files
 from tunekit.data.records import Conversation, TextRecord
 from tunekit.errors import DataError
 
 SHARED = Path("/work/shared/data")
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "formats"
+FORMATS = FIXTURES / "formats"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared sample data not present")
 
 
@@ -84,7 +86,7 @@ def test_sft_refuses_plain_text():
 
 
 def test_alpaca_bad_rows_are_reported_at_their_lines():
-    result = load_one(DatasetSpec(str(FIXTURES / "alpaca_mixed.json")), "sft")
+    result = load_one(DatasetSpec(str(FORMATS / "alpaca_mixed.json")), "sft")
     assert result.rows_read == 6 and len(result.records) == 2
     found = problems_of(result)
     assert sorted(found) == [3, 4, 8, 9]
@@ -101,7 +103,7 @@ def test_alpaca_bad_rows_are_reported_at_their_lines():
 
 
 def test_sharegpt_bad_rows_are_reported_at_their_lines():
-    result = load_one(DatasetSpec(str(FIXTURES / "sharegpt_mixed.jsonl")), "sft")
+    result = load_one(DatasetSpec(str(FORMATS / "sharegpt_mixed.jsonl")), "sft")
     found = problems_of(result)
     assert sorted(found) == [2, 3, 4, 5, 7, 8, 9]
     assert "unknown role 'bot'" in found[2] and "human, user, gpt" in found[2]

@@ -43,14 +43,14 @@ def run(args) -> int:
     args.overrides = [t for t in args.targets if "=" in t]
     targets = [t for t in args.targets if "=" not in t]
     cfg = eval_config(args, args.config)
-    data = test_set(cfg)
+    data = test_set(cfg, args)
     task = load_task(data, cfg.eval)
     heldout = None if args.no_heldout else heldout_text(args.heldout or cfg.eval.heldout)
     print(f"test set: {getattr(data, 'path', data)}\n{task.describe()}")
     if heldout:
         print(f"forgetting probe: perplexity on {heldout[1]}")
     comparison = compare(targets, task, getattr(data, "path", data), heldout, args.heldout_tokens,
-                         progress=not args.quiet)
+                         progress=not args.quiet, trust_remote_code=args.trust_remote_code)
     paths = write_comparison(args.output or cfg.eval.report_dir or default_output(targets), comparison)
     print("\n".join(summary_lines(comparison)))
     for kind, path in paths.items():

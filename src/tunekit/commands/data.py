@@ -43,6 +43,13 @@ def check(args) -> int:
     return 1 if data.problems else 0
 
 
+def overlength_note(tokens: int, data_cfg) -> str:
+    if tokens <= data_cfg.cutoff_len:
+        return ""
+    fate = "dropped" if data_cfg.overlength == "drop" else f"truncated to {data_cfg.cutoff_len} tokens"
+    return f"  OVERLENGTH > cutoff_len {data_cfg.cutoff_len}: {fate} in training (data.overlength)"
+
+
 def preview(args) -> int:
     from tunekit.data.check import render_marked
     from tunekit.data.formats import load_records
@@ -57,7 +64,8 @@ def preview(args) -> int:
             continue
         text, total, trained = render_marked(template, record, color, train_on_prompt=cfg.data.train_on_prompt,
                                              mask_history=cfg.data.mask_history)
-        print(f"--- {record.source}  tokens: {total}  trained: {trained}\n{text}\n")
+        print(f"--- {record.source}  tokens: {total}  trained: {trained}"
+              f"{overlength_note(total, cfg.data)}\n{text}\n")
     if not color:
         print("(trained tokens are shown between [[ and ]])")
     return 0

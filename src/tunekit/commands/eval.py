@@ -8,9 +8,11 @@ data when that is empty; the choice is printed. --heldout adds the perplexity pr
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from tunekit.config import Config, load_config, validate
+from tunekit.commands.options import add_trust_remote_code
+from tunekit.config import DATA_FORMATS, Config, DatasetSpec, load_config, validate
 from tunekit.errors import ConfigError
 from tunekit.eval.perplexity import DEFAULT_MAX_TOKENS
 
@@ -37,6 +39,20 @@ def add_eval_flags(parser) -> None:
                         help=f"perplexity probe: tokens scored at most (default {DEFAULT_MAX_TOKENS})")
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: at the end of --help)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--format", choices=DATA_FORMATS, help="the test set's format, as data.datasets[].format "
+                        "(default: detected from the first row)")
+    parser.add_argument("--columns", type=parse_columns, metavar="NAME=COLUMN,...",
+                        help="the test set's column mapping, e.g. prompt=q,response=a (as data.datasets[].columns)")
+    parser.add_argument("--system", help="system prompt for rows that carry none (default: the run's own, the "
+                        "one it was trained with)")
+    add_trust_remote_code(parser)
+
+
+def parse_columns(text: str) -> dict:
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ValueError(text)
+    return {name.strip(): column.strip() for name, column in pairs}
 
 
 def add_arguments(parser) -> None:
@@ -62,13 +78,20 @@ def eval_config(args, config_path: str | None) -> Config:
     return cfg
 
 
-def test_set(cfg: Config):
-    """eval.test_data, else the first data.eval_datasets entry (a DatasetSpec, with its columns)."""
+def test_set(cfg: Config, args=None):
+    """eval.test_data, else the first data.eval_datasets entry (a DatasetSpec, with its columns);
+    --format / --columns / --system apply to it as they would in a config's data entry."""
     if cfg.eval.test_data:
-        return cfg.eval.test_data
-    if cfg.data.eval_datasets:
-        return cfg.data.eval_datasets[0]
-    raise ConfigError("no test set: give --data FILE, or set eval.test_data (or data.eval_datasets) in the config")
+        data = cfg.eval.test_data
+    elif cfg.data.eval_datasets:
+        data = cfg.data.eval_datasets[0]
+    else:
+        raise ConfigError("no test set: give --data FILE, or set eval.test_data (or data.eval_datasets) in the config")
+    options = {key: getattr(args, key, None) for key in ("format", "columns", "system")}
+    options = {key: value for key, value in options.items() if value}
+    if not options:
+        return data
+    return dataclasses.replace(data if isinstance(data, DatasetSpec) else DatasetSpec(path=data), **options)
 
 
 def run(args) -> int:
@@ -82,7 +105,7 @@ def run(args) -> int:
     target = cfg.train.output_dir if is_config else args.source
     if not target:
         raise ConfigError(f"{args.source} has no train.output_dir: say which run to evaluate")
-    data = test_set(cfg)
+    data = test_set(cfg, args)
     task = load_task(data, cfg.eval)
     heldout_file = args.heldout if args.heldout is not None else cfg.eval.heldout
     heldout = heldout_text(heldout_file or None) if heldout_file is not None else None
@@ -91,7 +114,10 @@ def run(args) -> int:
                                                       else Path("eval") / label))
     print(f"target: {target} ({describe_target(target)})")
     print(f"test set: {getattr(data, 'path', data)}\n{task.describe()}")
-    evaluation = evaluate_target(target, task, label, heldout, args.heldout_tokens, progress=not args.quiet)
+    evaluation = evaluate_target(target, task, label, heldout, args.heldout_tokens, progress=not args.quiet,
+                                 trust_remote_code=args.trust_remote_code)
+    if evaluation.system_prompt:
+        print(f"system prompt (the run's; --system overrides): {evaluation.system_prompt}")
     predictions, metrics = write_evaluation(out, evaluation, task, getattr(data, "path", data))
     print(format_scores(evaluation))
     print(f"predictions: {predictions}\nmetrics: {metrics}")

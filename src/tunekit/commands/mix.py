@@ -1,5 +1,6 @@
 """tunekit mix RUN_A:0.7 RUN_B:0.3 --output DIR: one LoRA adapter, the weighted blend of several runs."""
 
+from tunekit.commands.options import add_trust_remote_code
 from tunekit.model.multi import COMBINATIONS
 
 
@@ -12,13 +13,15 @@ def add_arguments(parser):
     parser.add_argument("--svd-rank", type=int, help="*svd combinations: rank of the result (default: largest)")
     parser.add_argument("--base", help="the base model, if it moved since training (default: the one the runs name)")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    add_trust_remote_code(parser)
 
 
 def run(args) -> int:
     from tunekit.export.mix import mix_runs, parse_weighted
 
     output = mix_runs(parse_weighted(args.runs), args.output, combination=args.combination, density=args.density,
-                      svd_rank=args.svd_rank, base=args.base, overwrite=args.overwrite)
+                      svd_rank=args.svd_rank, base=args.base, overwrite=args.overwrite,
+                      trust_remote_code=args.trust_remote_code)
     print(f"mixed adapter ({args.combination}): {output}")
     print(f"merge it with: tunekit merge {output} --output MODEL_DIR")
     return 0

@@ -15,16 +15,21 @@ PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
 
 def format_report(stats: dict, problems, cutoff_len: int) -> str:
     lines = [str(p) for p in problems]
-    counts = (f"rows read: {stats.get('rows_read', 0)}  kept: {stats.get('kept', 0)}  "
-              f"skipped: {stats.get('skipped', 0)}  truncated to {cutoff_len}: {stats.get('truncated', 0)}  "
-              f"answer truncated away: {stats.get('answers_lost', 0)}")
+    counts = f"rows read: {stats.get('rows_read', 0)}  kept: {stats.get('kept', 0)}  skipped: {stats.get('skipped', 0)}"
     if "blocks" in stats:
         counts += f"  blocks: {stats['blocks']}  tokens: {stats['tokens']}"
+    else:
+        counts += (f"  longer than cutoff_len {cutoff_len}: dropped {stats.get('dropped_overlength', 0)}, "
+                   f"truncated {stats.get('truncated', 0)} (data.overlength: {stats.get('overlength', 'drop')})  "
+                   f"answer truncated away: {stats.get('answers_lost', 0)}")
     lines.append(counts)
     lines.append("token lengths: " + "  ".join(f"{k} {stats.get(k, 0)}" for k in ("p50", "p90", "p99", "max")))
     if stats.get("answers_lost"):
         lines.append(f"hint: {stats['answers_lost']} samples lost their whole answer to truncation; "
                      "raise data.cutoff_len")
+    if stats.get("dropped_overlength"):
+        lines.append(f"hint: {stats['dropped_overlength']} samples are longer than data.cutoff_len and are not "
+                     "trained; raise data.cutoff_len, or set data.overlength: truncate to keep their beginnings")
     return "\n".join(lines)
 
 

@@ -44,7 +44,7 @@ from tunekit.processes import main_process_first
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "2"  # bump when the tokenized layout or the masking rules change
+CACHE_VERSION = "3"  # bump when the tokenized layout or the masking rules change
 CHUNK = 1000  # conversations per tokenizer call, at most
 MIN_CHUNK = 64  # ... and at least, when ranges are split for num_proc workers
 TOKEN_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int64())), ("labels", pa.list_(pa.int64())),
@@ -125,7 +125,7 @@ def fingerprint(cfg: Config, specs, tokenizer, template: ChatTemplate | None) ->
         h.update(template.source.encode())
         h.update(template.eot_text.encode())
     d = cfg.data
-    h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.train_on_prompt, d.mask_history]).encode())
+    h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.overlength, d.train_on_prompt, d.mask_history]).encode())
     return h.hexdigest()[:20]
 
 
@@ -157,12 +157,14 @@ def _tokenize_conversations(records: list[Conversation], template: ChatTemplate,
     table = pa.concat_tables([part.table() for part in parts]) if parts else TOKEN_SCHEMA.empty_table()
     lengths = [n for part in parts for n in part.lengths]
     answers_lost = sum(part.answers_lost for part in parts)
+    dropped = sum(part.dropped for part in parts)
     if table.num_rows == 0 and lengths:
-        raise DataError(f"no sample fits data.cutoff_len={cfg.data.cutoff_len}: {answers_lost} lost their whole "
-                        f"answer to truncation (median length {length_percentiles(lengths)['p50']} tokens); "
-                        "raise data.cutoff_len")
-    stats = dict(kept=table.num_rows, truncated=sum(part.truncated for part in parts),
-                 answers_lost=answers_lost, **length_percentiles(lengths))
+        raise DataError(f"no sample fits data.cutoff_len={cfg.data.cutoff_len}: {dropped} longer ones dropped, "
+                        f"{answers_lost} lost their whole answer to truncation (median length "
+                        f"{length_percentiles(lengths)['p50']} tokens); raise data.cutoff_len")
+    stats = dict(kept=table.num_rows, overlength=cfg.data.overlength, dropped_overlength=dropped,
+                 truncated=sum(part.truncated for part in parts), answers_lost=answers_lost,
+                 **length_percentiles(lengths))
     return Dataset(InMemoryTable(table)), stats, [problem for part in parts for problem in part.problems]
 
 
@@ -176,6 +178,7 @@ class _Part:
     lengths: list[int]  # before truncation, for the statistics
     truncated: int
     answers_lost: int
+    dropped: int
     problems: list[Problem]
 
     def table(self) -> pa.Table:
@@ -195,12 +198,15 @@ def _encode_range(job, start: int, end: int) -> _Part:
     records, template, d = job
     problems: list[Problem] = []
     ids_out, labels_out, lengths = [], [], []
-    truncated = answers_lost = 0
+    truncated = answers_lost = dropped = 0
     for enc in _encode_chunk(template, records[start:end], d.train_on_prompt, d.mask_history, problems):
         if enc is None:
             continue
         lengths.append(len(enc.input_ids))
         ids, labels = enc.input_ids, enc.labels
+        if len(ids) > d.cutoff_len and d.overlength == "drop":
+            dropped += 1
+            continue
         if len(ids) > d.cutoff_len:
             truncated += 1
             ids, labels = ids[: d.cutoff_len], labels[: d.cutoff_len]
@@ -210,7 +216,8 @@ def _encode_range(job, start: int, end: int) -> _Part:
         ids_out.append(ids)
         labels_out.append(labels)
     kept = np.array([len(ids) for ids in ids_out], dtype=np.int64)
-    return _Part(_flat(ids_out, kept), _flat(labels_out, kept), kept, lengths, truncated, answers_lost, problems)
+    return _Part(_flat(ids_out, kept), _flat(labels_out, kept), kept, lengths, truncated, answers_lost, dropped,
+                 problems)
 
 
 def _flat(rows: list[list[int]], lengths: np.ndarray) -> np.ndarray:

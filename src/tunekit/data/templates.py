@@ -37,7 +37,6 @@ from tunekit.errors import ConfigError, TunekitError
 
 IGNORE_INDEX = -100
 _SENTINEL = "\u2063answer\u2063"  # an invisible separator no real answer contains
-TEMPLATE_FILE = "chat_template.jinja"
 
 # Special tokens the built-in templates need; added to a tokenizer that lacks them.
 BUILTIN_SPECIAL_TOKENS = {
@@ -292,12 +291,3 @@ def load_template(tokenizer, choice: str | None) -> ChatTemplate:
     if choice in BUILTIN_SPECIAL_TOKENS:
         add_missing_special_tokens(tokenizer, name)
     return ChatTemplate(tokenizer, source, name)
-
-
-def load_run_template(run_dir: str | Path, tokenizer, eot_text: str | None = None) -> ChatTemplate:
-    """The exact template a run was trained with (chat_template.jinja in the run directory)."""
-    path = Path(run_dir) / TEMPLATE_FILE
-    source = path.read_text(encoding="utf-8") if path.is_file() else tokenizer.chat_template
-    if not source:
-        raise TunekitError(f"{run_dir} has no {TEMPLATE_FILE} and its tokenizer no chat template")
-    return ChatTemplate(tokenizer, source, Path(run_dir).name, eot_text)

@@ -28,6 +28,7 @@ import torch
 
 from tunekit.data.formats import BadRow  # one row that cannot be used; collected into one DataError
 from tunekit.errors import DataError, TunekitError
+from tunekit.model.padding import left_padded, positions
 
 LETTERS = "ABCDEFGHIJ"
 CHOICE_SUFFIXES = (".csv", ".json", ".jsonl")
@@ -253,13 +254,11 @@ def _forward_options(model) -> set[str]:
 
 def _next_token_logprobs(model, batch: list[list[int]], pad_id: int) -> torch.Tensor:
     """[batch, vocab] log-probabilities of the token after each prompt, prompts left-padded."""
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=model.device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=model.device)
+    input_ids, mask = left_padded(batch, pad_id, model.device)
     inputs = {"input_ids": input_ids, "attention_mask": mask}
     accepted = _forward_options(model)
     if "position_ids" in accepted:
-        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        inputs["position_ids"] = positions(mask)
     if "logits_to_keep" in accepted:
         inputs["logits_to_keep"] = 1
     return model(**inputs).logits[:, -1, :].float().log_softmax(-1)

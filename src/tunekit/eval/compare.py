@@ -6,7 +6,8 @@
     # -> report.md, report.html (self-contained), metrics.png, metrics.json, predictions/<label>.jsonl
 
 A target is a run directory, a model directory or a hub id; the word `base` stands for
-the base model of the first run directory among the targets. Differences are each
+the base model of the first run directory among the targets, asked exactly as that run
+is (its template, stop tokens and system prompt), with the adapter off. Differences are each
 target's score minus the first target's (list the base model first); the forgetting
 probe is each target's perplexity on held-out general text and its relative change from
 the first: (ppl - ppl_first) / ppl_first, so +25% means the text became 25% less likely
@@ -21,7 +22,8 @@ from pathlib import Path
 from tunekit.errors import TunekitError
 from tunekit.eval.perplexity import DEFAULT_MAX_TOKENS
 from tunekit.eval.predict import Evaluation, evaluate_target, metrics_record, write_predictions
-from tunekit.rundir import is_run_dir, read_run, write_json_atomic
+from tunekit.infer.target import unique_name
+from tunekit.rundir import is_run_dir, write_json_atomic
 
 BASE_KEYWORD = "base"
 REPORT_MD, REPORT_HTML, CHART_PNG, METRICS_JSON = "report.md", "report.html", "metrics.png", "metrics.json"
@@ -57,8 +59,8 @@ class Comparison:
         return out
 
 
-def resolve_targets(targets: list[str]) -> list[tuple[str, str]]:
-    """(label, target) pairs with unique labels; `base` -> the base model of the first run directory."""
+def resolve_targets(targets: list[str]) -> list[tuple[str, str, bool]]:
+    """(label, target, as_base) with unique labels; `base` -> the first run directory, as its base."""
     if len(targets) < 2:
         raise TunekitError("compare needs at least two targets, e.g. tunekit compare base runs/my-run --data FILE")
     runs = [t for t in targets if t != BASE_KEYWORD and is_run_dir(t)]
@@ -68,27 +70,25 @@ def resolve_targets(targets: list[str]) -> list[tuple[str, str]]:
             if not runs:
                 raise TunekitError("'base' means the base model of a run directory, and no target is one: "
                                    "give the base model's path or hub id instead")
-            label, target = BASE_KEYWORD, read_run(runs[0]).base_model
-        else:
-            label = Path(target).resolve().name if Path(target).exists() else target.rsplit("/", 1)[-1]
-        pairs.append((_unique(label, taken), target))
+            pairs.append((_unique(BASE_KEYWORD, taken), runs[0], True))
+            continue
+        label = Path(target).resolve().name if Path(target).exists() else target.rsplit("/", 1)[-1]
+        pairs.append((_unique(label, taken), target, False))
     return pairs
 
 
 def _unique(label: str, taken: set[str]) -> str:
-    name, n = label, 1
-    while name in taken:
-        n += 1
-        name = f"{label}-{n}"
+    name = unique_name(label, taken)
     taken.add(name)
     return name
 
 
 def compare(targets: list[str], task, data: str, heldout: tuple[str, str] | None = None,
-            heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True) -> Comparison:
+            heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True,
+            trust_remote_code: bool = False) -> Comparison:
     """Run the task (and the perplexity probe) on each target in turn, one model in memory at a time."""
-    evaluations = [evaluate_target(target, task, label, heldout, heldout_tokens, progress)
-                   for label, target in resolve_targets(targets)]
+    evaluations = [evaluate_target(target, task, label, heldout, heldout_tokens, progress, base, trust_remote_code)
+                   for label, target, base in resolve_targets(targets)]
     return Comparison(str(data), task, evaluations, heldout[1] if heldout else None)
 
 

@@ -31,35 +31,41 @@ class Evaluation:
     label: str  # short name in tables
     target: str  # what was loaded
     description: str  # "run directory (full, 40 steps) on tiny-qwen2", "model directory", ...
+    system_prompt: str | None  # what the engine used for conversations that bring none
     result: TaskResult
     perplexity: dict | None  # {"perplexity", "tokens", "nll", "text"} or None without a held-out text
     seconds: float
 
 
-def describe_target(target: str) -> str:
+def describe_target(target: str, base: bool = False) -> str:
     path = Path(target)
     if is_run_dir(path):
         run = read_run(path)
-        steps = run.meta.get("steps")
-        return f"run directory ({run.method}, {steps} steps) on {Path(run.base_model).name}"
+        if base:
+            return f"base model {Path(run.base_model).name}, asked with the template of {path.name}"
+        return f"run directory ({run.method}, {run.record.steps} steps) on {Path(run.base_model).name}"
     return "model directory" if path.is_dir() else "hub model"
 
 
 def evaluate_target(target: str, task, label: str | None = None, heldout: tuple[str, str] | None = None,
-                    heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True) -> Evaluation:
-    """Load the target once, run the task on it, then (with heldout=(text, name)) the perplexity probe."""
+                    heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True, base: bool = False,
+                    trust_remote_code: bool = False) -> Evaluation:
+    """Load the target once, run the task on it, then (with heldout=(text, name)) the perplexity probe.
+    base=True: a run directory's base model, asked with the run's template and system prompt."""
     from tunekit.infer.engine import Engine
 
     label = label or Path(str(target)).resolve().name or str(target)
     start = time.perf_counter()
-    with Engine.load(str(target)) as engine:
+    with Engine.load(str(target), trust_remote_code=trust_remote_code, base=base) as engine:
+        system = engine.system_prompt()
         result = task.run(engine, label, progress)
         probe = None
         if heldout is not None:
             probe = {**perplexity(engine.model, engine.tokenizer, heldout[0], max_tokens=heldout_tokens),
                      "text": heldout[1]}
     _free_memory()
-    return Evaluation(label, str(target), describe_target(str(target)), result, probe, time.perf_counter() - start)
+    return Evaluation(label, str(target), describe_target(str(target), base), system, result, probe,
+                      time.perf_counter() - start)
 
 
 def _free_memory() -> None:
@@ -83,6 +89,7 @@ def metrics_record(evaluation: Evaluation, task, data: str) -> dict:
     result = evaluation.result
     return {
         "target": evaluation.target, "label": evaluation.label, "description": evaluation.description,
+        "system_prompt": evaluation.system_prompt,
         "data": str(data), "task": task.kind, "metrics": task.metrics, "metrics_reason": task.reason,
         "rows": len(result.rows), "scored_rows": sum(row["scores"] is not None for row in result.rows),
         "headline": result.headline, "scores": result.scores, "summary": result.summary,

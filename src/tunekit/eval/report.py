@@ -103,8 +103,9 @@ def render_markdown(comparison, chart_name: str | None = None) -> str:
     out = ["# tunekit comparison", "", _intro(comparison), ""]
     out += [f"- {line}" for line in summary_lines(comparison)] + [""]
     out += ["## Targets", ""]
-    out += _md_table(["", "target", "what"], [[f"**{_md(e.label)}**", f"`{e.target}`", e.description]
-                                               for e in evals], ["---"] * 3) + [""]
+    out += _md_table(["", "target", "what", "system prompt"],
+                     [[f"**{_md(e.label)}**", f"`{e.target}`", e.description, _md(e.system_prompt or "—")]
+                      for e in evals], ["---"] * 4) + [""]
     if evals[0].result.scores:
         out += [f"## Metrics (0–100, higher is better; Δ = change from {labels[0]})", ""]
         rows = [[f"**{name}** (task)" if name == comparison.headline else name]
@@ -204,8 +205,9 @@ def render_html(comparison, chart: Path | None = None) -> str:
     parts = ["<h1>tunekit comparison</h1>", f"<p>{_h(_intro(comparison))}</p>",
              '<ul class="summary">' + "".join(f"<li>{_h(line)}</li>" for line in summary_lines(comparison)) + "</ul>",
              "<h2>Targets</h2>",
-             _html_table(["", "target", "what"], [f"<tr><td><b>{_h(e.label)}</b></td><td><code>{_h(e.target)}</code>"
-                                                  f"</td><td>{_h(e.description)}</td></tr>" for e in evals])]
+             _html_table(["", "target", "what", "system prompt"],
+                         [f"<tr><td><b>{_h(e.label)}</b></td><td><code>{_h(e.target)}</code></td>"
+                          f"<td>{_h(e.description)}</td><td>{_h(e.system_prompt or '—')}</td></tr>" for e in evals])]
     if evals[0].result.scores:
         parts += [f"<h2>Metrics (0–100, higher is better; Δ = change from {_h(labels[0])})</h2>",
                   _html_metrics(comparison, labels)]

@@ -10,7 +10,7 @@ end-of-turn token(s) and whose pad_token_id is the tokenizer's, and a tunekit.js
 the run's own, plus `merged_from` (the run directory) and `merged_dtype`. Like a full
 run's, that tunekit.json keeps `base_model` = the model the adapter was trained on (its
 provenance) and `method` = the run's method; what tells readers the folder is a complete
-model is that it has no adapter_config.json (`RunInfo.is_adapter` is False).
+model is that it has no adapter_config.json (`Run.is_adapter` is False).
 
 A QLoRA run is merged into the base loaded in 16/32 bits, never into quantized weights.
 full / freeze runs are already complete models; prefix / ptuning runs have nothing that
@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from tunekit.config import PROMPT_METHODS
-from tunekit.data.templates import TEMPLATE_FILE
 from tunekit.errors import TunekitError
 from tunekit.export.atomic import atomic_directory, check_output_dir
 from tunekit.model.multi import load_base
-from tunekit.rundir import META_FILE, RunInfo, read_run, write_json_atomic
+from tunekit.dtypes import name_of
+from tunekit.rundir import TEMPLATE_FILE, Run, read_run, write_record
 
 log = logging.getLogger(__name__)
 MAX_SHARD_SIZE = "4GB"
@@ -46,23 +46,24 @@ class MergeResult:
 
 
 def merge_run(run_dir: str | Path, output: str | Path, dtype: str = "auto", base: str | None = None,
-              overwrite: bool = False, max_shard_size: str = MAX_SHARD_SIZE) -> MergeResult:
+              overwrite: bool = False, max_shard_size: str = MAX_SHARD_SIZE,
+              trust_remote_code: bool = False) -> MergeResult:
     """Write base + adapter merged into `output`; dtype auto | bf16 | fp16 | fp32 (auto: the base's own)."""
     run = read_run(run_dir)
     check_mergeable(run)
     check_output_dir(output, overwrite, inputs=[run.path])
-    model, tokenizer = merge_in_memory(run, dtype, base)
-    notes = [f"merged in {str(model.dtype).removeprefix('torch.')} from {run.path}"]
+    model, tokenizer = merge_in_memory(run, dtype, base, trust_remote_code)
+    notes = [f"merged in {name_of(model.dtype)} from {run.path}"]
     if run.method == "qlora":
         notes.append("qlora run: merged into the base loaded in full precision "
-                     f"({str(model.dtype).removeprefix('torch.')}), not into its quantized weights; outputs "
+                     f"({name_of(model.dtype)}), not into its quantized weights; outputs "
                      "differ slightly from the quantized model you trained with")
     with atomic_directory(output, overwrite, inputs=[run.path]) as tmp:
         write_model_dir(tmp, run, model, tokenizer, max_shard_size)
     return MergeResult(Path(output), model.dtype, notes)
 
 
-def check_mergeable(run: RunInfo) -> None:
+def check_mergeable(run: Run) -> None:
     if run.method in PROMPT_METHODS:
         raise TunekitError(f"{run.path} is a '{run.method}' run: its virtual tokens are inputs, not weights, so "
                            "it cannot be merged into the model; use it as is (PeftModel.from_pretrained, tunekit "
@@ -72,16 +73,16 @@ def check_mergeable(run: RunInfo) -> None:
                            "directory; load it with AutoModelForCausalLM.from_pretrained")
 
 
-def merge_in_memory(run: RunInfo, dtype: str = "auto", base: str | None = None):
+def merge_in_memory(run: Run, dtype: str = "auto", base: str | None = None, trust_remote_code: bool = False):
     """(merged transformers model, tokenizer): the adapter folded into an unquantized base."""
     from peft import PeftModel
 
-    model, tokenizer = load_base(run, dtype, base)
+    model, tokenizer = load_base(run, dtype, base, trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(model, str(run.path))
     return model.merge_and_unload(safe_merge=True), tokenizer
 
 
-def write_model_dir(folder: Path, run: RunInfo, model, tokenizer, max_shard_size: str = MAX_SHARD_SIZE) -> None:
+def write_model_dir(folder: Path, run: Run, model, tokenizer, max_shard_size: str = MAX_SHARD_SIZE) -> None:
     """Weights, tokenizer, template, generation config and tunekit.json of a merged model."""
     model.generation_config = generation_config(model, run, tokenizer)
     model.save_pretrained(str(folder), max_shard_size=max_shard_size)
@@ -92,12 +93,10 @@ def write_model_dir(folder: Path, run: RunInfo, model, tokenizer, max_shard_size
         shutil.copyfile(template, folder / TEMPLATE_FILE)
     else:
         tokenizer.save_pretrained(str(folder))
-    meta = {**run.meta, "merged_from": str(run.path.resolve()),
-            "merged_dtype": str(model.dtype).removeprefix("torch.")}
-    write_json_atomic(folder / META_FILE, meta)
+    write_record(folder, run.with_origin(merged_from=str(run.path.resolve()), merged_dtype=name_of(model.dtype)))
 
 
-def generation_config(model, run: RunInfo, tokenizer):
+def generation_config(model, run: Run, tokenizer):
     """The base's generation config with the run's stop tokens as eos and the tokenizer's pad token."""
     config = model.generation_config
     if run.stop_token_ids:

@@ -21,11 +21,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from tunekit.data.templates import TEMPLATE_FILE
 from tunekit.errors import TunekitError
 from tunekit.export.atomic import atomic_directory, check_output_dir
 from tunekit.model.multi import combine, load_adapters, read_adapter_runs
-from tunekit.rundir import META_FILE, RunInfo, versions, write_json_atomic
+from tunekit.rundir import TEMPLATE_FILE, Run, RunRecord, write_record
 
 MIXED = "mixed"
 
@@ -47,7 +46,7 @@ def parse_weighted(items: Sequence[str]) -> list[tuple[str, float]]:
 
 def mix_runs(weighted: Sequence[tuple[str | Path, float]], output: str | Path, combination: str = "cat",
              density: float | None = None, svd_rank: int | None = None, base: str | None = None,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Write the weighted combination of the runs' LoRA adapters to `output` (a run directory)."""
     if not weighted:
         raise TunekitError("give at least one RUN_DIR:WEIGHT to mix")
@@ -55,7 +54,7 @@ def mix_runs(weighted: Sequence[tuple[str | Path, float]], output: str | Path, c
     weights = {f"run{i}": weight for i, (_, weight) in enumerate(weighted)}
     infos = read_adapter_runs(named)
     check_output_dir(output, overwrite, inputs=[info.path for info in infos.values()])
-    model, tokenizer = load_adapters(named, dtype="auto", base=base)  # adapters themselves load in fp32
+    model, tokenizer = load_adapters(named, dtype="auto", base=base, trust_remote_code=trust_remote_code)  # adapters themselves load in fp32
     combine(model, weights, MIXED, combination=combination, density=density, svd_rank=svd_rank)
     with atomic_directory(output, overwrite, inputs=[info.path for info in infos.values()]) as tmp:
         save_adapter(model, MIXED, tmp)
@@ -63,7 +62,7 @@ def mix_runs(weighted: Sequence[tuple[str | Path, float]], output: str | Path, c
         first = next(iter(infos.values()))
         if (first.path / TEMPLATE_FILE).is_file():
             shutil.copyfile(first.path / TEMPLATE_FILE, tmp / TEMPLATE_FILE)
-        write_json_atomic(tmp / META_FILE, mixed_meta(infos, weights, combination, density, svd_rank, base))
+        write_record(tmp, mixed_record(infos, weights, combination, density, svd_rank, base))
     return Path(output)
 
 
@@ -76,14 +75,18 @@ def save_adapter(model, name: str, folder: Path) -> None:
     shutil.rmtree(scratch)
 
 
-def mixed_meta(infos: dict[str, RunInfo], weights: dict[str, float], combination: str, density, svd_rank,
-               base: str | None) -> dict:
+def mixed_record(infos: dict[str, Run], weights: dict[str, float], combination: str, density, svd_rank,
+                 base: str | None) -> RunRecord:
+    """The first run's record (the runs share base and template): template, stops and the system prompt
+    they agree on; `origin` says what was mixed and how."""
     first = next(iter(infos.values()))
-    return {
-        "base_model": str(Path(base).resolve()) if base and Path(base).exists() else base or first.base_model,
-        "stage": first.meta.get("stage"), "method": "lora", "template": first.meta.get("template"),
-        "mixed_from": [{"run": str(info.path.resolve()), "weight": weights[name], "method": info.method}
-                       for name, info in infos.items()],
-        "combination": combination, "density": density, "svd_rank": svd_rank,
-        "versions": versions(), "config": first.meta.get("config", {}),
-    }
+    systems = {info.system_prompt for info in infos.values()}
+    record = first.with_origin(
+        mixed_from=[{"run": str(info.path.resolve()), "weight": weights[name], "method": info.method}
+                    for name, info in infos.items()],
+        combination=combination, density=density, svd_rank=svd_rank)
+    record.base_model = str(Path(base).resolve()) if base and Path(base).exists() else base or first.base_model
+    record.method = "lora"
+    record.system_prompt = systems.pop() if len(systems) == 1 else None
+    record.system_prompts = list(dict.fromkeys(s for info in infos.values() for s in info.record.system_prompts))
+    return record

@@ -15,6 +15,10 @@ The model is held once and touched by one worker thread only: every generation, 
 number of callers, is queued to it in order, so two generations never share the model at
 the same time. A caller that stops reading a stream (or closes it) cancels its generation.
 
+System prompt: a run trained with a fixed system prompt (a dataset's `system:`) is asked
+with it whenever a conversation brings no system message of its own; a conversation that
+does bring one overrides it. `engine.system_prompt()` says which one applies.
+
 Adapters: a LoRA run directory brings its own adapter; more come with `adapters=[...]`,
 each named after its folder. `adapter=None` means the default: the run's own adapter for a
 LoRA run, else the model itself; `adapter=BASE` is the base model with all adapters off.
@@ -65,6 +69,7 @@ class Variant:
     adapter: str | None
     template: ChatTemplate
     stop_token_ids: list[int]
+    system_prompt: str | None = None  # the run's, used when a conversation brings none
 
 
 class Engine:
@@ -78,20 +83,19 @@ class Engine:
 
     @classmethod
     def load(cls, target: str, adapters: list[str] | None = None, dtype: str = "auto",
-             trust_remote_code: bool | None = None, backend: str = "hf") -> Engine:
+             trust_remote_code: bool = False, backend: str = "hf", base: bool = False) -> Engine:
+        """base=True: a run directory's base model, asked with the run's template and system prompt."""
         backend_type = backend_class(backend)
-        spec = resolve_target(str(target), trust_remote_code)
+        spec = resolve_target(str(target), trust_remote_code, base)
         tokenizer = load_tokenizer(ModelConfig(name_or_path=spec.tokenizer_path,
                                                trust_remote_code=spec.trust_remote_code))
-        template = chat_template(spec.tokenizer_path, tokenizer, spec.run)
         folders = _adapter_folders(spec, adapters or [])
         loaded = backend_type.load(spec.model_path, tokenizer, {n: p for n, (p, _) in folders.items()},
                                    dtype, spec.trust_remote_code)
         eos = loaded.generation_config
-        variants = {BASE: Variant(None, template, stop_token_ids(template, spec.run, eos))}
+        variants = {BASE: _variant(None, tokenizer, spec.run, eos)}
         for name, (path, run) in folders.items():
-            own = chat_template(str(path), tokenizer, run)
-            variants[name] = Variant(name, own, stop_token_ids(own, run, eos))
+            variants[name] = _variant(name, tokenizer, run, eos)
         default = next(iter(folders)) if spec.adapter_path else BASE
         return cls(loaded, tokenizer, spec.name, variants, default)
 
@@ -117,6 +121,10 @@ class Engine:
         if name not in self.variants:
             raise UnknownAdapter(f"adapter '{adapter}' is not loaded; choose one of {', '.join(self.variants)}")
         return self.variants[name]
+
+    def system_prompt(self, adapter: str | None = None) -> str | None:
+        """The system prompt used for conversations that bring none (the run's), or None."""
+        return self.variant(adapter).system_prompt
 
     def encode(self, messages: list[dict], adapter: str | None = None) -> list[int]:
         """The prompt ids for the next answer, rendered exactly as in training."""
@@ -241,9 +249,22 @@ class Generation(Iterator[str]):
         self._queue.put(exc)
 
 
+def _variant(adapter: str | None, tokenizer, run, generation_config) -> Variant:
+    template = chat_template(tokenizer, run)
+    return Variant(adapter, template, stop_token_ids(template, run, generation_config),
+                   run.system_prompt if run is not None else None)
+
+
+def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """The conversation as asked: the run's system prompt first unless it brings its own."""
+    if system_prompt and not (messages and messages[0].get("role") == "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
 def _prompt_ids(variant: Variant, messages: list[dict]) -> list[int]:
     try:
-        return variant.template.encode_prompt(messages)
+        return variant.template.encode_prompt(with_system(messages, variant.system_prompt))
     except jinja2.TemplateError as exc:
         raise TunekitError(f"the chat template refused this conversation: {exc}") from None
 
@@ -260,7 +281,7 @@ def backend_class(name: str):
 
 
 def _adapter_folders(spec, extra: list[str]) -> dict[str, tuple[Path, object]]:
-    """name -> (run directory, RunInfo): the target run's own adapter first, then the extra ones."""
+    """name -> (run directory, Run): the target run's own adapter first, then the extra ones."""
     folders: dict[str, tuple[Path, object]] = {}
     paths = ([spec.adapter_path] if spec.adapter_path else []) + [Path(p) for p in extra]
     for path in paths:

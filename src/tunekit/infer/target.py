@@ -3,13 +3,18 @@
     target = resolve_target("runs/ner-lora")       # a run directory (LoRA or full)
     target = resolve_target("merged/ner")          # a merged / plain model directory
     target = resolve_target("Qwen/Qwen2.5-0.5B-Instruct")   # a hub id
+    target = resolve_target("runs/ner-lora", base=True)   # its base model, asked as the run is
 
 A LoRA run directory names its base model in tunekit.json; the adapter is the run
-directory itself. The chat template is the one the run was trained with
+directory itself. `base=True` loads the run's base model without the adapter (or the full
+run's starting weights) but keeps the run's template, stop tokens and system prompt: the
+same prompts, adapter off. The chat template is the one the run was trained with
 (chat_template.jinja), else the tokenizer's own. Stop tokens are decided in one place,
 `stop_token_ids`: the end-of-turn tokens the run recorded (the ones it trained as labels),
 or for a plain model the template's end-of-turn token; plus the model's own eos from its
 generation config, since a model that emits it has ended its answer in any case.
+Remote code runs only when the caller passes trust_remote_code=True (the command's
+`--trust-remote-code`); a run directory never switches it on.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunekit.data.templates import ChatTemplate, load_run_template
+from tunekit.data.templates import ChatTemplate, resolve_template_source
 from tunekit.errors import TunekitError
-from tunekit.rundir import ADAPTER_FILE, RunInfo, is_run_dir, read_run
+from tunekit.rundir import ADAPTER_FILE, MODEL_CONFIG, Run, is_run_dir, read_run, unfinished_hint
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +37,41 @@ class Target:
     model_path: str  # full weights: a run directory (full / freeze), a model directory or a hub id
     tokenizer_path: str
     adapter_path: Path | None  # the run's own adapter (LoRA-style run directory)
-    run: RunInfo | None
+    run: Run | None
     trust_remote_code: bool
 
 
-def resolve_target(target: str, trust_remote_code: bool | None = None) -> Target:
+def resolve_target(target: str, trust_remote_code: bool = False, base: bool = False) -> Target:
     path = Path(target)
+    trust = bool(trust_remote_code)
     if is_run_dir(path):
         run = read_run(path)
-        trust = run.trust_remote_code if trust_remote_code is None else trust_remote_code
+        name = path.resolve().name
+        if base:
+            return Target(f"{name} (base)", run.base_model, str(path), None, run, trust)
         model_path = run.base_model if run.is_adapter else str(path)
-        return Target(path.resolve().name, model_path, str(path), path if run.is_adapter else None, run, trust)
+        return Target(name, model_path, str(path), path if run.is_adapter else None, run, trust)
+    if base:
+        raise TunekitError(f"{target} is not a run directory, so it has no base model to compare with")
     if (path / ADAPTER_FILE).is_file():
         raise TunekitError(f"{target} is a bare adapter without tunekit.json, so its base model is unknown: "
                            "give the base model as TARGET and this folder with --adapter")
-    if path.exists() and not (path / "config.json").is_file():
-        hint = " (training did not finish: resume it with train.resume=true)" if (path / "checkpoints").is_dir() else ""
+    if path.exists() and not (path / MODEL_CONFIG).is_file():
         raise TunekitError(f"{target} is neither a run directory (no tunekit.json) nor a model directory "
-                           f"(no config.json){hint}")
+                           f"(no {MODEL_CONFIG}){unfinished_hint(path)}")
     name = path.resolve().name if path.exists() else target
-    return Target(name, target, target, None, None, bool(trust_remote_code))
+    return Target(name, target, target, None, None, trust)
 
 
-def chat_template(folder: str, tokenizer, run: RunInfo | None) -> ChatTemplate:
-    """The run's template (with the end-of-turn text it trained), or the model's own."""
-    return load_run_template(folder, tokenizer, run.eot_text if run else None)
+def chat_template(tokenizer, run: Run | None) -> ChatTemplate:
+    """The run's template with the end-of-turn text it trained, or the model's own template."""
+    if run is None:
+        name, source = resolve_template_source(None, tokenizer)
+        return ChatTemplate(tokenizer, source, name)
+    return ChatTemplate(tokenizer, run.template_source(tokenizer), run.path.name, run.eot_text)
 
 
-def stop_token_ids(template: ChatTemplate, run: RunInfo | None, generation_config=None) -> list[int]:
+def stop_token_ids(template: ChatTemplate, run: Run | None, generation_config=None) -> list[int]:
     """The tokens that end an answer: the run's recorded end-of-turn, else the template's; plus eos."""
     ids = list(run.stop_token_ids) if run is not None and run.stop_token_ids else list(template.stop_token_ids)
     eos = getattr(generation_config, "eos_token_id", None)
@@ -69,17 +81,27 @@ def stop_token_ids(template: ChatTemplate, run: RunInfo | None, generation_confi
     return ids
 
 
-def adapter_name(path: Path, taken: set[str]) -> str:
-    """A unique name for an adapter run: its folder name, made safe (-2, -3 ... when taken)."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "_", path.resolve().name) or "adapter"
-    name, n = base, 1
+def unique_name(label: str, taken: set[str]) -> str:
+    """`label`, or label-2, label-3 ... when taken; the rule for every name a user sees in a list."""
+    name, n = label, 1
     while name in taken:
         n += 1
-        name = f"{base}-{n}"
+        name = f"{label}-{n}"
     return name
 
 
-def read_adapter_run(path: Path, model_path: str) -> RunInfo:
+def adapter_name(path: Path, taken: set[str]) -> str:
+    """A unique, loadable name for an adapter run: its folder name with only [A-Za-z0-9_-], suffixed
+    with -run when torch modules already use the word (a run in `train/`, `eval/` or `half/`)."""
+    import torch
+
+    base = re.sub(r"[^A-Za-z0-9_-]", "_", path.resolve().name) or "adapter"
+    if hasattr(torch.nn.Module, base) or base == "__base__":
+        base = f"{base}-run"
+    return unique_name(base, taken)
+
+
+def read_adapter_run(path: Path, model_path: str) -> Run:
     """An extra adapter: a LoRA-style run directory; warn when it was trained on another model."""
     run = read_run(path)
     if not run.is_adapter:

@@ -17,21 +17,12 @@ from pathlib import Path
 import torch
 
 from tunekit.config import ModelConfig
+from tunekit.dtypes import torch_dtype
 from tunekit.errors import ConfigError, TunekitError
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on the CPU."""
-    if name != "auto":
-        return DTYPES[name]
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
+ALLOW_REMOTE_CODE = ("pass --trust-remote-code to the command (chat, serve, webui, eval, compare, merge, mix), or "
+                     "set model.trust_remote_code: true in a training config")
 
 def needs_remote_code(name_or_path: str) -> bool:
     config = Path(name_or_path) / "config.json"
@@ -43,8 +34,7 @@ def needs_remote_code(name_or_path: str) -> bool:
 def _check_remote_code(cfg: ModelConfig) -> None:
     if needs_remote_code(cfg.name_or_path) and not cfg.trust_remote_code:
         raise ConfigError(f"model {cfg.name_or_path} ships its own modeling code (auto_map in config.json), "
-                          "which runs Python from the model's folder; if you trust it, set "
-                          "model.trust_remote_code: true")
+                          f"which runs Python from the model's folder; if you trust it, {ALLOW_REMOTE_CODE}")
 
 
 def _from_pretrained(loader, cfg: ModelConfig, what: str, **kwargs):
@@ -54,8 +44,8 @@ def _from_pretrained(loader, cfg: ModelConfig, what: str, **kwargs):
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "trust_remote_code" in text:
-            raise ConfigError(f"{cfg.name_or_path} needs its own modeling code: set model.trust_remote_code: "
-                              "true if you trust it") from None
+            raise ConfigError(f"{cfg.name_or_path} needs its own modeling code: if you trust it, "
+                              f"{ALLOW_REMOTE_CODE}") from None
         if isinstance(exc, OSError):
             raise TunekitError(f"cannot load the {what} of '{cfg.name_or_path}': {text.splitlines()[0]} "
                                "(give a local model directory, or a hub id reachable from here)") from None
@@ -76,7 +66,7 @@ def load_model(cfg: ModelConfig, tokenizer=None, quantization=None, dtype: torch
     """The base model in the requested dtype, embeddings grown to the tokenizer's size."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype or resolve_dtype(cfg.dtype)}
+    kwargs = {"dtype": dtype or torch_dtype(cfg.dtype)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if quantization is not None:

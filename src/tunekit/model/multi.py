@@ -34,10 +34,10 @@ from pathlib import Path
 import torch
 
 from tunekit.config import PROMPT_METHODS, ModelConfig
-from tunekit.data.templates import TEMPLATE_FILE
+from tunekit.dtypes import NAMES, checkpoint_dtype
 from tunekit.errors import TunekitError
-from tunekit.model.load import DTYPES, load_model, load_tokenizer
-from tunekit.rundir import ADAPTER_FILE, RunInfo, read_run
+from tunekit.model.load import load_model, load_tokenizer
+from tunekit.rundir import ADAPTER_FILE, TEMPLATE_FILE, Run, read_run
 
 # peft add_weighted_adapter combinations; "cat" is exact: the weighted sum of the deltas.
 COMBINATIONS = ("cat", "linear", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
@@ -46,29 +46,30 @@ SAME_RANK = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 NEEDS_DENSITY = tuple(c for c in COMBINATIONS if c.startswith(("ties", "dare", "magnitude")))
 
 
-def base_model_config(run: RunInfo, base: str | None = None) -> ModelConfig:
-    """The ModelConfig the run was trained with, pointing at its base (or at `base` when it moved)."""
-    trained = run.meta.get("config", {}).get("model", {})
+def base_model_config(run: Run, base: str | None = None, trust_remote_code: bool = False) -> ModelConfig:
+    """The ModelConfig the run was trained with, pointing at its base (or at `base` when it moved).
+    Remote code runs only when the caller says so: the run's own config never switches it on."""
+    trained = run.record.config.get("model", {})
     name = str(base or run.base_model)
     if Path(name).is_absolute() and not Path(name).exists():
         raise TunekitError(f"the base model {name} recorded in {run.path}/tunekit.json is not there (moved or "
                            "deleted?): pass --base DIR (base= in Python) with the model the run was trained on")
-    return ModelConfig(name_or_path=name, trust_remote_code=run.trust_remote_code,
+    return ModelConfig(name_or_path=name, trust_remote_code=trust_remote_code,
                        attn_implementation=trained.get("attn_implementation"))
 
 
-def load_base(run: RunInfo, dtype: str = "auto", base: str | None = None, quantization=None):
+def load_base(run: Run, dtype: str = "auto", base: str | None = None, quantization=None,
+              trust_remote_code: bool = False):
     """(model, tokenizer): the run's base in `dtype` (auto | bf16 | fp16 | fp32) and the run's tokenizer."""
-    if dtype != "auto" and dtype not in DTYPES:
-        raise TunekitError(f"dtype '{dtype}' is unknown: choose auto, {', '.join(DTYPES)}")
-    cfg = base_model_config(run, base)
+    if dtype not in NAMES:
+        raise TunekitError(f"dtype '{dtype}' is unknown: choose one of {', '.join(NAMES)}")
+    cfg = base_model_config(run, base, trust_remote_code)
     tokenizer = load_tokenizer(cfg, path=str(run.path))
-    torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]
-    return load_model(cfg, tokenizer, quantization=quantization, dtype=torch_dtype), tokenizer
+    return load_model(cfg, tokenizer, quantization=quantization, dtype=checkpoint_dtype(dtype)), tokenizer
 
 
-def read_adapter_runs(runs: Mapping[str, str | Path] | Sequence[str | Path]) -> dict[str, RunInfo]:
-    """name -> RunInfo, checked: adapters, one base, one template; several only when all are LoRA."""
+def read_adapter_runs(runs: Mapping[str, str | Path] | Sequence[str | Path]) -> dict[str, Run]:
+    """name -> Run, checked: adapters, one base, one template; several only when all are LoRA."""
     named = dict(runs) if isinstance(runs, Mapping) else _names_from_folders(runs)
     infos = {_check_name(name): read_run(path) for name, path in named.items()}
     if not infos:
@@ -81,13 +82,13 @@ def read_adapter_runs(runs: Mapping[str, str | Path] | Sequence[str | Path]) -> 
 
 
 def load_adapters(runs: Mapping[str, str | Path] | Sequence[str | Path], dtype: str = "auto",
-                  base: str | None = None, quantization=None):
+                  base: str | None = None, quantization=None, trust_remote_code: bool = False):
     """(PeftModel with every run loaded under its name, the first one active; tokenizer)."""
     from peft import PeftModel
 
     infos = read_adapter_runs(runs)
     first_name, first = next(iter(infos.items()))
-    model, tokenizer = load_base(first, dtype, base, quantization)
+    model, tokenizer = load_base(first, dtype, base, quantization, trust_remote_code)
     with _fits(first):
         model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first_name)
     for name, info in list(infos.items())[1:]:
@@ -209,7 +210,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_adapter(info: RunInfo, several: bool) -> None:
+def _check_adapter(info: Run, several: bool) -> None:
     if not info.is_adapter:
         raise TunekitError(f"{info.path} is a '{info.method}' run: a complete model, not an adapter; load it "
                            "directly with AutoModelForCausalLM.from_pretrained")
@@ -221,11 +222,11 @@ def _check_adapter(info: RunInfo, several: bool) -> None:
                            "cannot share a base with other adapters; load it on its own or merge it first")
 
 
-def _adapter_config(info: RunInfo) -> dict:
+def _adapter_config(info: Run) -> dict:
     return json.loads((info.path / ADAPTER_FILE).read_text(encoding="utf-8"))
 
 
-def _check_same_base(infos: dict[str, RunInfo]) -> None:
+def _check_same_base(infos: dict[str, Run]) -> None:
     bases = {name: info.base_model for name, info in infos.items()}
     if len(set(bases.values())) > 1:
         listing = "; ".join(f"{name}: {b}" for name, b in bases.items())
@@ -233,7 +234,7 @@ def _check_same_base(infos: dict[str, RunInfo]) -> None:
                            "of one base can be loaded or mixed together")
 
 
-def _check_same_template(infos: dict[str, RunInfo]) -> None:
+def _check_same_template(infos: dict[str, Run]) -> None:
     first = next(iter(infos.values()))
     for info in infos.values():
         if _text_signature(info) != _text_signature(first):
@@ -241,7 +242,7 @@ def _check_same_template(infos: dict[str, RunInfo]) -> None:
                                f"than {first.path}: adapters used together must share them")
 
 
-def _text_signature(info: RunInfo) -> tuple:
+def _text_signature(info: Run) -> tuple:
     """What must agree between runs used together: template, stop tokens, tokenizer vocabulary."""
     files = [info.path / TEMPLATE_FILE, info.path / "tokenizer.json"]
     digests = [hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None for f in files]
@@ -249,7 +250,7 @@ def _text_signature(info: RunInfo) -> tuple:
 
 
 @contextmanager
-def _fits(info: RunInfo):
+def _fits(info: Run):
     """Turn peft's size-mismatch errors into a message that names the run and the base."""
     try:
         yield

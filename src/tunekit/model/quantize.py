@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tunekit.config import MethodConfig, ModelConfig
 from tunekit.errors import ConfigError
-from tunekit.model.load import resolve_dtype
+from tunekit.dtypes import torch_dtype
 
 INSTALL_HINT = "pip install 'tunekit[qlora]' (bitsandbytes)"
 
@@ -27,10 +27,10 @@ def quantization_config(method: MethodConfig, model: ModelConfig):
 
     if method.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    compute = model.dtype if method.compute_dtype == "auto" else method.compute_dtype
+    compute = model.dtype if method.compute_dtype == "auto" else method.compute_dtype  # names, as in the config
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=method.quant_type,
                               bnb_4bit_use_double_quant=method.double_quant,
-                              bnb_4bit_compute_dtype=resolve_dtype(compute))
+                              bnb_4bit_compute_dtype=torch_dtype(compute))
 
 
 def require_bitsandbytes() -> None:

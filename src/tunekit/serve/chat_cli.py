@@ -3,7 +3,9 @@
     tunekit chat runs/ner-lora
 
 Type a message and press Enter. Commands: /clear forgets the conversation, /system TEXT
-sets the system prompt (and starts over), /exit (or Ctrl-D) quits; Ctrl-C stops an answer.
+sets the system prompt (and starts over; /system alone goes back to the run's own), /exit
+(or Ctrl-D) quits; Ctrl-C stops an answer. A run trained with a fixed system prompt is asked
+with it unless --system or /system says otherwise; the first line shows which applies.
 After each answer a line shows how many tokens it had and how fast they came.
 """
 
@@ -18,7 +20,8 @@ from tunekit.infer.params import GenerationParams
 
 PROMPT = "you> "
 ANSWER = "assistant> "
-HELP = "commands: /clear (forget the conversation), /system TEXT (set the system prompt), /exit (quit)"
+HELP = ("commands: /clear (forget the conversation), /system TEXT (set the system prompt; alone: the run's own), "
+        "/exit (quit)")
 
 
 @dataclass
@@ -38,8 +41,12 @@ class Conversation:
 def run_chat(engine, params: GenerationParams, adapter: str | None = None, system: str | None = None,
              read=input, out=sys.stdout) -> None:
     """The chat loop: read a line, run a command or answer it, until /exit or end of input."""
-    conversation = Conversation(system)
+    default = engine.system_prompt(adapter)
+    conversation = Conversation(system or default)
     out.write(f"chatting with {engine.name}{f' (adapter {adapter})' if adapter else ''}; {HELP}\n")
+    if conversation.system:
+        source = "the run's own" if conversation.system == default else "--system"
+        out.write(f"system prompt ({source}): {conversation.system}\n")
     while True:
         try:
             line = read(PROMPT).strip()
@@ -49,13 +56,13 @@ def run_chat(engine, params: GenerationParams, adapter: str | None = None, syste
         if not line:
             continue
         if line.startswith("/"):
-            if not run_command(line, conversation, out):
+            if not run_command(line, conversation, out, default):
                 return
             continue
         answer(engine, conversation, line, params, adapter, out)
 
 
-def run_command(line: str, conversation: Conversation, out) -> bool:
+def run_command(line: str, conversation: Conversation, out, default_system: str | None = None) -> bool:
     """Apply a /command; False means quit."""
     name, _, rest = line.partition(" ")
     if name in ("/exit", "/quit"):
@@ -64,9 +71,10 @@ def run_command(line: str, conversation: Conversation, out) -> bool:
         conversation.turns.clear()
         out.write("(conversation cleared)\n")
     elif name == "/system":
-        conversation.system = rest.strip() or None
+        conversation.system = rest.strip() or default_system
         conversation.turns.clear()
-        out.write(f"(system prompt {'set' if conversation.system else 'removed'}; conversation cleared)\n")
+        what = "set" if rest.strip() else "back to the run's own" if default_system else "removed"
+        out.write(f"(system prompt {what}; conversation cleared)\n")
     else:
         out.write(f"unknown command {name}; {HELP}\n")
     return True

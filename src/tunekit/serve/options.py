@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from tunekit.commands.options import add_trust_remote_code
+from tunekit.dtypes import NAMES as DTYPE_NAMES
 from tunekit.infer.params import GenerationParams, check_params
 
 
@@ -14,10 +16,9 @@ def add_engine_arguments(parser) -> None:
                         help="a run directory from `tunekit train`, a merged model directory, or a hub model id")
     parser.add_argument("--adapter", action="append", default=[], metavar="DIR",
                         help="also load this LoRA run directory (repeatable); chosen by its folder name")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
                         help="weights dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--trust-remote-code", action="store_true", default=None,
-                        help="run the model's own modeling code (ChatGLM, Baichuan); a run directory remembers it")
+    add_trust_remote_code(parser)
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"],
                         help="hf (transformers, default) or vllm (GPU; pip install 'tunekit[vllm]')")
 

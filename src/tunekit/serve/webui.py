@@ -36,7 +36,10 @@ def build_app(engine, defaults: GenerationParams):
 
     with gr.Blocks(title=f"tunekit · {engine.name}", analytics_enabled=False) as app:
         gr.Markdown(f"### tunekit chat · {engine.name}")
-        system = gr.Textbox(label="system prompt", placeholder="(none)", lines=1, elem_id="system")
+        # The run's own system prompt is shown and used; editing the box overrides it.
+        system = gr.Textbox(label="system prompt", value=engine.system_prompt() or "", placeholder="(none)",
+                            lines=1, elem_id="system",
+                            info="the one the run was trained with" if engine.system_prompt() else None)
         sliders = sampling_controls(gr, engine, defaults)
         with gr.Row(equal_height=True):
             panels = [chat_panel(gr, engine, value, i) for i, value in enumerate(panel_defaults(engine))]

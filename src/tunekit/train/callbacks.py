@@ -12,9 +12,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunekit.errors import TunekitError
-
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "loss.png"
+from tunekit.rundir import METRICS_FILE, PLOT_FILE
 
 
 class MetricsLog(TrainerCallback):

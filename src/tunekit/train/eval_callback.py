@@ -29,6 +29,7 @@ from tunekit.eval.metrics import score_generation
 from tunekit.eval.tasks import choose_metrics, flat_scores
 from tunekit.infer.answer import Answer
 from tunekit.infer.target import stop_token_ids
+from tunekit.model.padding import left_padded
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLES = 64
@@ -98,13 +99,12 @@ class GenerationMetrics(TrainerCallback):
 
     @torch.no_grad()
     def _generate_batch(self, model, prompts: list[list[int]]) -> list[list[int]]:
-        width, pad = max(len(p) for p in prompts), self.tokenizer.pad_token_id
-        inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+        pad = self.tokenizer.pad_token_id
+        inputs, mask = left_padded(prompts, pad, model.device)
         config = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
                                   eos_token_id=self.stop_ids, pad_token_id=pad)
         out = model.generate(input_ids=inputs, attention_mask=mask, generation_config=config)
-        return [row[width:].tolist() for row in out]
+        return [row[inputs.shape[1]:].tolist() for row in out]
 
     def _text(self, row: list[int]) -> str:
         answer = Answer(self.tokenizer, self.stop_ids, [], self.cfg.max_new_tokens)

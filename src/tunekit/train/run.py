@@ -18,17 +18,20 @@ import torch
 from tunekit.config import Config, validate_for_training
 from tunekit.data.collate import collator_for, supports_packing
 from tunekit.data.pipeline import prepare_data
-from tunekit.data.templates import TEMPLATE_FILE, load_template
+from tunekit.data.templates import load_template
 from tunekit.errors import ConfigError
+from tunekit.dtypes import resolve_name
 from tunekit.model.adapters import apply_method, is_prompt_method, loraplus_optimizer, trainable_summary
-from tunekit.model.load import load_model, load_tokenizer, resolve_dtype
+from tunekit.model.load import load_model, load_tokenizer
 from tunekit.model.quantize import quantization_config
-from tunekit.rundir import META_FILE, versions, write_json_atomic
+from tunekit.rundir import (
+    CHECKPOINTS, LOGS_DIR, TEMPLATE_FILE, RunRecord, TemplateRecord, system_prompts_of, unfinish, versions,
+    write_record,
+)
 from tunekit.train.callbacks import MetricsLog, NanGuard, plot_loss
 from tunekit.train.distributed import barrier, check_launch, is_main_process, save_model, use_cpu
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
 
 
 def train(cfg: Config) -> Path:
@@ -65,7 +68,7 @@ def prepare_run_dir(cfg: Config) -> Path:
         if occupied and cfg.train.overwrite:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / META_FILE).unlink(missing_ok=True)  # a run being (re)trained is not finished
+        unfinish(run_dir)
     barrier()  # the others see the finished folder, never a half-deleted one
     return run_dir
 
@@ -96,7 +99,7 @@ def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
     packing = use_packing(cfg, model)
     collator = collator_for(model, packing, tokenizer.pad_token_id)
     guard = NanGuard(cfg.train.precision)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
     args = training_arguments(cfg, run_dir, data.eval is not None)
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=collator, callbacks=[MetricsLog(run_dir), guard],
@@ -145,8 +148,7 @@ def _liger(enabled: bool) -> bool:
 
 def _precision(precision: str, model_dtype: str) -> str:
     if precision == "auto":
-        dtype = resolve_dtype(model_dtype)
-        return "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32"
+        return resolve_name(model_dtype)
     if precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise ConfigError(f"train.precision {precision} needs a GPU; on the CPU use fp32 (or auto)")
     return precision
@@ -178,13 +180,21 @@ def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path) -> 
         (run_dir / TEMPLATE_FILE).write_text(template.source, encoding="utf-8")
     tokenizer.save_pretrained(str(run_dir))
     plot_loss(run_dir)
-    meta = {
-        "base_model": _absolute_if_local(cfg.model.name_or_path), "stage": cfg.train.stage,
-        "method": cfg.method.name, "template": template.describe() if template else None,
-        "data_fingerprint": data.fingerprint, "data_stats": data.stats, "steps": trainer.state.global_step,
-        "final_loss": _last_loss(trainer), "versions": versions(), "config": cfg.to_dict(),
-    }
-    write_json_atomic(run_dir / META_FILE, meta)
+    systems = system_prompts_of(cfg.data.datasets)
+    write_record(run_dir, RunRecord(
+        base_model=_absolute_if_local(cfg.model.name_or_path), stage=cfg.train.stage, method=cfg.method.name,
+        template=TemplateRecord(**template.describe()) if template else None,
+        system_prompt=systems[0] if len(systems) == 1 else None, system_prompts=systems,
+        generation=_generation_defaults(trainer.model), data_fingerprint=data.fingerprint,
+        data_stats=data.stats, steps=trainer.state.global_step, final_loss=_last_loss(trainer),
+        versions=versions(), config=cfg.to_dict()))
+
+
+def _generation_defaults(model) -> dict:
+    """The base model's own sampling defaults, for reference (front ends decode greedily unless asked)."""
+    config = getattr(model, "generation_config", None)
+    keys = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+    return {k: getattr(config, k) for k in keys if getattr(config, k, None) is not None} if config else {}
 
 
 def _last_loss(trainer) -> float | None:

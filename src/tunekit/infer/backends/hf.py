@@ -18,8 +18,10 @@ from transformers.generation.streamers import BaseStreamer
 
 from tunekit.config import ModelConfig
 from tunekit.infer.params import GenerationParams
-from tunekit.model.load import DTYPES, load_model, resolve_dtype
+from tunekit.dtypes import resolve_name
+from tunekit.model.load import load_model
 from tunekit.model.multi import activate, load_adapters
+from tunekit.model.padding import left_padded
 
 
 class HFBackend:
@@ -32,7 +34,8 @@ class HFBackend:
              trust_remote_code: bool = False) -> HFBackend:
         """The model at model_path; with adapters (run directories by name), a PeftModel holding them all."""
         if adapters:
-            model, _ = load_adapters(adapters, dtype=_dtype_name(dtype), base=model_path)
+            model, _ = load_adapters(adapters, dtype=resolve_name(dtype), base=model_path,
+                                     trust_remote_code=trust_remote_code)
         else:
             cfg = ModelConfig(name_or_path=model_path, dtype=dtype, trust_remote_code=trust_remote_code)
             model = load_model(cfg, tokenizer)
@@ -70,10 +73,8 @@ class HFBackend:
     def generate_batch(self, prompts: list[list[int]], params: GenerationParams, stop_ids: list[int],
                        adapter: str | None) -> list[list[int]]:
         """One generate call for all prompts, left-padded; the new tokens of each row."""
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+        inputs, mask = left_padded(prompts, self.tokenizer.pad_token_id, self.model.device)
+        width = inputs.shape[1]
         with self._adapter(adapter):
             _seed(params)
             out = self.model.generate(input_ids=inputs, attention_mask=mask,
@@ -99,14 +100,6 @@ class HFBackend:
             return self.model.disable_adapter()
         activate(self.model, adapter)
         return nullcontext()
-
-
-def _dtype_name(dtype: str) -> str:
-    """auto -> the dtype load_model would pick here (bf16/fp16 on GPU, fp32 on CPU), so all paths agree."""
-    if dtype != "auto":
-        return dtype
-    chosen = resolve_dtype("auto")
-    return next(name for name, value in DTYPES.items() if value == chosen)
 
 
 def _seed(params: GenerationParams) -> None:

@@ -15,10 +15,8 @@ from typing import Callable
 from vllm import LLM, SamplingParams
 from vllm.lora.request import LoRARequest
 
+from tunekit.dtypes import vllm_name
 from tunekit.infer.params import GenerationParams
-
-DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
 
 class VLLMBackend:
     def __init__(self, llm: LLM, tokenizer, adapters: dict[str, LoRARequest], generation_config=None):
@@ -31,7 +29,7 @@ class VLLMBackend:
     @classmethod
     def load(cls, model_path: str, tokenizer, adapters: dict[str, Path], dtype: str = "auto",
              trust_remote_code: bool = False) -> VLLMBackend:
-        llm = LLM(model=model_path, tokenizer=tokenizer.name_or_path, dtype=DTYPES[dtype],
+        llm = LLM(model=model_path, tokenizer=tokenizer.name_or_path, dtype=vllm_name(dtype),
                   trust_remote_code=trust_remote_code, enable_lora=bool(adapters))
         requests = {name: LoRARequest(name, i + 1, str(path)) for i, (name, path) in enumerate(adapters.items())}
         return cls(llm, tokenizer, requests, _generation_config(model_path, trust_remote_code))
