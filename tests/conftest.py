@@ -91,3 +91,28 @@ def remote_code_model(tiny_model_dir, tmp_path_factory):
     AutoModelForCausalLM.from_config(config, trust_remote_code=True).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+# -- tiers and their time budgets ---------------------------------------------------------------
+# Seconds of test time per folder on a 2-core machine; the summary at the end of `make test`
+# shows each tier's time against its budget (a report for people, not an assertion).
+TIER_BUDGETS = {"unit": 60, "adapters": 150, "eval": 90, "serve": 120, "integration": 180, "throughput": 90,
+                "distributed": 240, "real": 180, "reliability": 180, "align": 180, "board": 120, "export": 120}
+_tier_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _tier_seconds:
+        return
+    terminalreporter.section("time per tier (budget on 2 cores)")
+    for tier, seconds in sorted(_tier_seconds.items(), key=lambda kv: -kv[1]):
+        budget = TIER_BUDGETS.get(tier)
+        flag = "  OVER BUDGET" if budget and seconds > budget else ""
+        terminalreporter.write_line(f"{tier:<14}{seconds:8.1f} s   budget {budget or '-'} s{flag}")
+    terminalreporter.write_line(f"{'all':<14}{sum(_tier_seconds.values()):8.1f} s   budget 1200 s")
