@@ -36,7 +36,7 @@ from pathlib import Path
 from common import BATCH_SIZE, CUTOFF_LEN, SEED, THREADS, Pairs, setup
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SIDES = ("tunekit", "trl_padded", "trl_padding_free", "trl_packing")
+SIDES = ("tunekit", "trl_padding_free", "trl_padded", "trl_packing")
 # TrainingArguments fields that TRL copies from tunekit's: one place decides the hyperparameters.
 SHARED_ARGS = ("max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
                "warmup_steps", "lr_scheduler_type", "weight_decay", "max_grad_norm", "optim", "seed", "data_seed",
@@ -184,7 +184,8 @@ def train_one(side: str, cfg, tokenizer, data, work: Path, rows_per_step: int) -
 
 
 def run(work: Path, steps: int, repeats: int, methods: list[str], sides: list[str] = list(SIDES),
-        layers: int | None = None) -> dict:
+        layers: int | None = None, partial=None) -> dict:
+    """All runs; `partial(summary)` is called after each one (a long run killed half-way keeps its numbers)."""
     from tunekit.data.pipeline import prepare_data
     from tunekit.data.templates import load_template
     from tunekit.model.load import load_tokenizer
@@ -199,13 +200,14 @@ def run(work: Path, steps: int, repeats: int, methods: list[str], sides: list[st
     results = {}
     for method in methods:
         cfg = tunekit_cfg(model_dir, work, method, steps)
-        runs = {side: [] for side in sides}
+        runs = results.setdefault(method, {})
         for repeat in range(repeats):
             order = sides[repeat % len(sides):] + sides[: repeat % len(sides)]  # each side leads in turn
             for side in order:
-                runs[side].append(train_one(side, cfg, tokenizer, data, work, rows_per_step))
+                runs.setdefault(side, []).append(train_one(side, cfg, tokenizer, data, work, rows_per_step))
                 print(f"[bench]   {method} {side}: {runs[side][-1]['tokens_per_s']:.0f} loss tokens/s", flush=True)
-        results[method] = runs
+                if partial:
+                    partial(summarize(results, peak_before, steps, rows_per_step, lengths) | {"partial": True})
     peak = statistics.median([peak_before, matmul_peak()])
     return summarize(results, peak, steps, rows_per_step, lengths) | {"layers": layers or "all (30)"}
 
@@ -215,20 +217,21 @@ def summarize(results: dict, peak: float, steps: int, rows_per_step: int, length
            "trl_packing_rows_per_step": rows_per_step, "mean_sample_tokens": round(statistics.mean(lengths), 1),
            "threads": THREADS, "methods": {}}
     for method, runs in results.items():
-        ours = runs["tunekit"]
+        ours = runs.get("tunekit", [])
         section = {"runs": runs}
         for side, theirs in runs.items():
             section[side] = {"tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in theirs), 1),
                              "fraction_of_peak": round(statistics.median(r["flop_per_s"] for r in theirs) / peak, 4),
                              "padding": round(statistics.median(r["padding"] for r in theirs), 4)}
-            if side != "tunekit":
+            if side != "tunekit" and ours:
                 pairs = Pairs([r["tokens_per_s"] for r in theirs], [r["tokens_per_s"] for r in ours])
                 section[side]["tunekit_ratio"] = round(pairs.median_ratio(), 3)
         trl = [side for side in runs if side != "tunekit"]
-        if trl:
+        section["targets"] = {}
+        if trl and ours:
             best = max(trl, key=lambda side: section[side]["tokens_per_s"])
             section["targets"] = {"best_trl": best, "ratio_to_best_trl": section[best]["tunekit_ratio"]}
-        if "trl_padded" in runs:
+        if "trl_padded" in runs and ours:
             section["targets"]["ratio_to_trl_padded"] = section["trl_padded"]["tunekit_ratio"]
             section["targets"]["padding_factor"] = round(1 / (1 - section["trl_padded"]["padding"]), 3)
         out["methods"][method] = section
@@ -282,10 +285,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["full", "lora"], choices=["full", "lora"])
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
     parser.add_argument("--layers", type=int, help="fewer decoder layers than SmolLM2's 30 (a smoke run)")
+    parser.add_argument("--name", default="real_shape", help="results file name under bench/results/")
     args = parser.parse_args()
     started, load_before = time.perf_counter(), os.getloadavg()
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+
+    def partial(summary: dict) -> None:
+        summary["load_average_now"] = [round(x, 2) for x in os.getloadavg()]
+        (results / f"{args.name}.partial.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory(prefix="tunekit-shape-") as folder:
-        shape = run(Path(folder), args.steps, args.repeats, args.methods, args.sides, args.layers)
+        shape = run(Path(folder), args.steps, args.repeats, args.methods, args.sides, args.layers, partial)
     shape["machine"] = {"load_average_before": [round(x, 2) for x in load_before],
                         "load_average_after": [round(x, 2) for x in os.getloadavg()],
                         "seconds": round(time.perf_counter() - started), "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -293,10 +304,9 @@ def main() -> None:
     table = "\n".join(markdown(shape)) + (f"\n\nLoad average {shape['machine']['load_average_before'][0]} before, "
                                          f"{shape['machine']['load_average_after'][0]} after; "
                                          f"{shape['machine']['seconds']} s; {shape['machine']['date']}.\n")
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "real_shape.json").write_text(json.dumps(shape, indent=1) + "\n", encoding="utf-8")
-    (results / "real_shape.md").write_text(table, encoding="utf-8")
+    (results / f"{args.name}.partial.json").unlink(missing_ok=True)
+    (results / f"{args.name}.json").write_text(json.dumps(shape, indent=1) + "\n", encoding="utf-8")
+    (results / f"{args.name}.md").write_text(table, encoding="utf-8")
     print(table)
 
 

@@ -1,6 +1,6 @@
 """make bench: tunekit against the naive tutorial recipe (naive.py), measured in one run.
 
-    .venv/bin/python bench/run.py            # the full bench, about 12 minutes on 2 quiet cores
+    .venv/bin/python bench/run.py            # the full bench (the real-shape section is most of it)
     .venv/bin/python bench/run.py --quick    # a smoke run: 1 repeat, few steps; writes quick.*
     .venv/bin/python bench/run.py --no-real-shape   # the tiny-model sections only (about 90 s)
 
@@ -89,7 +89,7 @@ def parse_args() -> argparse.Namespace:
                         help="skip the SmolLM2-shaped training against TRL (the longest section)")
     parser.add_argument("--real-shape-steps", type=int, default=3, help="steps per real-shape run, "
                         "the first a warm-up")
-    parser.add_argument("--repeats-real-shape", type=int, default=2)
+    parser.add_argument("--repeats-real-shape", type=int, default=1)
     args = parser.parse_args()
     args.real_shape_layers = None  # SmolLM2's 30
     if args.quick:
