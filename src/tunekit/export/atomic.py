@@ -9,6 +9,8 @@ the temporary one (`.NAME.partial-XXXX` beside it) is removed and the error says
 `overwrite`, the old directory is replaced only once the new one is complete. A process
 killed outright (SIGKILL, power loss) can leave a `.NAME.partial-*` folder behind; it is
 never mistaken for an output and can be deleted.
+
+    write_text_atomic(path, text)                 # one file, the same way: `.NAME.XXXX` then rename
 """
 
 from __future__ import annotations
@@ -66,3 +68,18 @@ def _replace(tmp: Path, output: Path) -> None:
     os.rename(output, old / output.name)
     os.rename(tmp, output)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write one text file whole: a hidden temporary beside it, renamed over it; removed on any error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
