@@ -172,6 +172,7 @@ def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         torch_compile=t.torch_compile, use_liger_kernel=_liger(t.liger_kernel), deepspeed=t.deepspeed,
         dataloader_num_workers=t.dataloader_workers,
+        ddp_find_unused_parameters=False,  # every method uses all its trainable weights in each forward
         save_strategy="steps", label_names=["labels"], disable_tqdm=False, use_cpu=use_cpu(),
     )
 
