@@ -18,9 +18,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from tunekit.serve.webui import launch
-
     from tunekit.errors import TunekitError
+    from tunekit.serve.webui import launch
 
     params = params_from_args(args)
     if args.max_input_chars < 1:

@@ -15,7 +15,6 @@ never mistaken for an output and can be deleted.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tunekit.errors import TunekitError
+from tunekit.errors import TunekitError, is_disk_full
 
 
 def check_output_dir(output: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
@@ -50,7 +49,7 @@ def atomic_directory(output: str | Path, overwrite: bool = False, inputs: Sequen
         _replace(tmp, output)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise TunekitError(f"disk full while writing {output}: nothing was written under that name; "
                                "free some space and run the command again") from None
         raise
@@ -79,7 +78,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise TunekitError(f"disk full while writing {path}: the file was left as it was; free some space "
+                               "and run the command again") from None
         raise
     return path

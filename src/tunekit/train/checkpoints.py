@@ -20,6 +20,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tunekit.processes import is_main_process
 from tunekit.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     for checkpoint in reversed(checkpoints(folder)):
         if is_complete(checkpoint):
             return checkpoint
-        log.warning("skipping %s: it is incomplete (interrupted while being written or deleted)", checkpoint)
+        if is_main_process():
+            log.warning("skipping %s: it is incomplete (interrupted while being written or deleted)", checkpoint)
     return None
 
 

@@ -202,7 +202,7 @@ def resume_checkpoint(cfg: Config, run_dir: Path) -> str | None:
     if not cfg.train.resume:
         return None
     checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
-    if checkpoint is None:
+    if checkpoint is None and is_main_process():
         log.warning("train.resume is set but %s holds no complete checkpoint: starting from step 0",
                     run_dir / CHECKPOINTS)
     return str(checkpoint) if checkpoint else None
