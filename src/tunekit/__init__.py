@@ -5,3 +5,7 @@ directory -> Engine -> front ends. See README.md for the commands.
 """
 
 __version__ = "0.1.0"
+
+from tunekit.noise import silence_known_noise
+
+silence_known_noise()

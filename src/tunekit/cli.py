@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import sys
+from contextlib import contextmanager
 
 from tunekit.errors import TunekitError
 
@@ -74,14 +75,29 @@ def main(argv: list[str] | None = None) -> int:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
     args = sub.parse_args(rest)
+    with _remote_code_option(args):
+        try:
+            return int(module.run(args) or 0)
+        except TunekitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+@contextmanager
+def _remote_code_option(args):
+    """Messages about a model's own code name the option of this command: its flag, or the config key."""
+    from tunekit.model.load import REMOTE_CODE_OPTION
+
+    option = ("pass --trust-remote-code" if hasattr(args, "trust_remote_code")
+              else "set model.trust_remote_code: true in the config")
+    token = REMOTE_CODE_OPTION.set(option)
     try:
-        return int(module.run(args) or 0)
-    except TunekitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        REMOTE_CODE_OPTION.reset(token)
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -10,8 +10,9 @@ key and says what to do. Field comments are the documentation of each key.
 from __future__ import annotations
 
 import dataclasses
-import os
 import difflib
+import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class DataConfig:
     packing: bool | None = None  # several samples per row; None: on for sft when supported
     num_proc: int = 1  # tokenization worker processes
     cache_dir: str | None = None  # tokenized cache; default $TUNEKIT_CACHE or ~/.cache/tunekit
+    skip_bad_rows: bool = False  # train without the rows `data check` reports; false: refuse to start
 
 
 @dataclass
@@ -192,12 +194,27 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found: give the path of a YAML file (see configs/)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with sections {', '.join(SECTIONS)}")
     return raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is written twice in one mapping (line {key_node.start_mark.line + 1}); "
+                    "merge the two into one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -336,14 +353,43 @@ def validate(cfg: Config) -> None:
     _one_of("data.overlength", d.overlength, OVERLENGTH)
     if d.cutoff_len < 8:
         raise ConfigError(f"data.cutoff_len is {d.cutoff_len}: give at least 8 tokens")
-    if d.val_size < 0:
+    if not d.val_size >= 0:
         raise ConfigError("data.val_size must be >= 0 (a fraction below 1, or a row count)")
+    if d.val_size >= 1 and d.val_size != int(d.val_size):
+        raise ConfigError(f"data.val_size is {d.val_size}: give a fraction below 1 (e.g. 0.05) or a whole row count")
+    _validate_numbers(t, me)
     if t.resume and t.overwrite:
         raise ConfigError("train.resume and train.overwrite contradict each other: resume keeps the run "
                           "directory, overwrite replaces it; keep one")
     if t.max_steps <= 0 and t.num_epochs <= 0:
         raise ConfigError("set train.num_epochs > 0 or train.max_steps > 0")
     _validate_eval(cfg)
+
+
+def _validate_numbers(t: TrainConfig, me: MethodConfig) -> None:
+    """Training numbers the Trainer would take silently (0 steps, NaN) or fail on with a traceback."""
+    if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
+        raise ConfigError(f"train.learning_rate is {t.learning_rate}: give a positive number, e.g. 2e-4 (LoRA) "
+                          "or 2e-5 (full)")
+    for key, least in (("batch_size", 1), ("grad_accum", 1), ("logging_steps", 1), ("save_steps", 1),
+                       ("save_total_limit", 1), ("dataloader_workers", 0)):
+        value = getattr(t, key)
+        if value < least:
+            raise ConfigError(f"train.{key} is {value}: give at least {least}")
+    if t.eval_steps is not None and t.eval_steps < 1:
+        raise ConfigError(f"train.eval_steps is {t.eval_steps}: give at least 1, or remove it to evaluate "
+                          "at the end of each epoch")
+    for key in ("num_epochs", "warmup_steps", "weight_decay", "max_grad_norm"):
+        value = getattr(t, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"train.{key} is {value}: give a finite number >= 0")
+    if me.name in LORA_METHODS:
+        if me.lora_r < 1:
+            raise ConfigError(f"method.lora_r is {me.lora_r}: the LoRA rank must be at least 1 (8 or 16 is usual)")
+        if not me.lora_alpha > 0:
+            raise ConfigError(f"method.lora_alpha is {me.lora_alpha}: give a positive number (often 2 x lora_r)")
+        if not 0 <= me.lora_dropout < 1:
+            raise ConfigError(f"method.lora_dropout is {me.lora_dropout}: give a fraction in [0, 1)")
 
 
 def _validate_eval(cfg: Config) -> None:
@@ -406,6 +452,36 @@ def validate_for_training(cfg: Config) -> None:
         raise ConfigError("data.datasets is empty: list at least one dataset file (see configs/)")
     if not cfg.train.output_dir:
         raise ConfigError("train.output_dir is empty: say where the run directory goes")
+    out = Path(cfg.train.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"train.output_dir {out} is a file, not a folder: choose another train.output_dir")
+    check_model_path(cfg.model)
+
+
+def check_model_path(model: ModelConfig) -> None:
+    """model.name_or_path: a local folder must hold a model; a missing path that looks local is not a hub id."""
+    name = model.name_or_path
+    if not name:
+        raise ConfigError("model.name_or_path is empty: name a local model directory or a hub id")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in MODEL_FILES):
+            raise ConfigError(f"model.name_or_path {name} is a folder without a model (no config.json or "
+                              "tokenizer files): point it at a model directory (tunekit init-model makes one)")
+    elif path.exists():
+        raise ConfigError(f"model.name_or_path {name} is a file: give the model's folder (the one with config.json)")
+    elif looks_local(name):
+        raise ConfigError(f"model.name_or_path {name} does not exist (relative paths start at {Path.cwd()}): "
+                          "check the path, or give a hub id like Qwen/Qwen2.5-0.5B-Instruct")
+
+
+MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def looks_local(raw: str) -> bool:
+    """A path that is clearly meant as a file or folder: hub ids are `name` or `owner/name`."""
+    return (Path(raw).is_absolute() or raw.startswith((".", "~")) or "\\" in raw or raw.count("/") > 1
+            or raw.endswith("/"))
 
 
 def _one_of(key: str, value, choices) -> None:

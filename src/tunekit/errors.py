@@ -1,5 +1,7 @@
 """User-facing errors: what went wrong and how to fix it, printed by the CLI without a traceback."""
 
+import errno
+
 
 class TunekitError(Exception):
     """An error the user can fix. The message names what is wrong and what to do."""
@@ -13,3 +15,8 @@ class ConfigError(TunekitError):
 
 class DataError(TunekitError):
     """A dataset that cannot be read at all (missing file, unknown format)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError that means the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

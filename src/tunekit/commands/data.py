@@ -17,13 +17,12 @@ def add_arguments(parser):
 
 
 def _setup(args):
+    from tunekit.config import check_model_path
     from tunekit.data.templates import load_template
-    from tunekit.errors import ConfigError
     from tunekit.model.load import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)
-    if not cfg.model.name_or_path:
-        raise ConfigError("model.name_or_path is empty: the tokenizer decides token counts; name the model")
+    check_model_path(cfg.model)  # the tokenizer decides token counts
     tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
     return cfg, tokenizer, template
@@ -34,12 +33,12 @@ def run(args) -> int:
 
 
 def check(args) -> int:
-    from tunekit.data.check import format_report
+    from tunekit.data.check import format_report, problems_file
     from tunekit.data.pipeline import prepare_data
 
     cfg, tokenizer, template = _setup(args)
     data = prepare_data(cfg, tokenizer, template)
-    print(format_report(data.stats, data.problems, cfg.data.cutoff_len))
+    print(format_report(data.stats, data.problems, cfg.data.cutoff_len, problems_file(cfg, data)))
     return 1 if data.problems else 0
 
 
@@ -72,12 +71,12 @@ def preview(args) -> int:
 
 
 def tokenize(args) -> int:
-    from tunekit.data.check import format_report
+    from tunekit.data.check import format_report, problems_file
     from tunekit.data.pipeline import cache_root, prepare_data
 
     cfg, tokenizer, template = _setup(args)
     data = prepare_data(cfg, tokenizer, template)
-    print(format_report(data.stats, data.problems, cfg.data.cutoff_len))
+    print(format_report(data.stats, data.problems, cfg.data.cutoff_len, problems_file(cfg, data)))
     state = "already cached" if data.cache_hit else "tokenized"
     print(f"{state}: {len(data.train)} samples, fingerprint {data.fingerprint} "
           f"in {cache_root(cfg) / 'datasets' / data.fingerprint}")

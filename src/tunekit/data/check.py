@@ -2,19 +2,31 @@
 
     tunekit data check CONFIG.yaml     -> exit 1 if any row is invalid
     tunekit data preview CONFIG.yaml   -> rendered samples with the trained spans marked
+
+`data check` and `train` report bad rows the same way (`problem_report`): the first
+SHOWN_PROBLEMS as FILE:LINE lines, the count, and the full list in a file beside the
+tokenized cache. `train` refuses to start on bad rows unless data.skip_bad_rows is true
+(`refuse_bad_rows`).
 """
 
 from __future__ import annotations
 
-from tunekit.data.records import Conversation
+from pathlib import Path
+
+from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate
+from tunekit.errors import DataError
+from tunekit.export.atomic import write_text_atomic
+
+SHOWN_PROBLEMS = 20
+PROBLEMS_FOLDER = "problems"  # under the cache root: <fingerprint>.txt, the full list of bad rows
 
 TRAINED_OPEN, TRAINED_CLOSE = "\x1b[42;30m", "\x1b[0m"  # green background on a terminal
 PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
 
 
-def format_report(stats: dict, problems, cutoff_len: int) -> str:
-    lines = [str(p) for p in problems]
+def format_report(stats: dict, problems, cutoff_len: int, problems_file: Path | None = None) -> str:
+    lines = [problem_report(problems, problems_file)] if problems else []
     counts = f"rows read: {stats.get('rows_read', 0)}  kept: {stats.get('kept', 0)}  skipped: {stats.get('skipped', 0)}"
     if "blocks" in stats:
         counts += f"  blocks: {stats['blocks']}  tokens: {stats['tokens']}"
@@ -31,6 +43,36 @@ def format_report(stats: dict, problems, cutoff_len: int) -> str:
         lines.append(f"hint: {stats['dropped_overlength']} samples are longer than data.cutoff_len and are not "
                      "trained; raise data.cutoff_len, or set data.overlength: truncate to keep their beginnings")
     return "\n".join(lines)
+
+
+def problem_report(problems: list[Problem], problems_file: Path | None) -> str:
+    """The first SHOWN_PROBLEMS bad rows as FILE:LINE lines, then the count and where the full list is."""
+    lines = [str(p) for p in problems[:SHOWN_PROBLEMS]]
+    more = len(problems) - SHOWN_PROBLEMS
+    if more > 0:
+        lines.append(f"... and {more} more")
+    where = f"; full list in {problems_file}" if problems_file else ""
+    lines.append(f"{len(problems)} bad row{'s' if len(problems) != 1 else ''}{where}")
+    return "\n".join(lines)
+
+
+def problems_file(cfg, data, write: bool = True) -> Path | None:
+    """<cache>/problems/<fingerprint>.txt with every bad row of the prepared data (None when there are none)."""
+    from tunekit.data.pipeline import cache_root
+
+    if not data.problems:
+        return None
+    path = cache_root(cfg) / PROBLEMS_FOLDER / f"{data.fingerprint}.txt"
+    return write_text_atomic(path, "".join(f"{p}\n" for p in data.problems)) if write else path
+
+
+def refuse_bad_rows(problems: list[Problem], problems_file: Path | None, skip: bool) -> None:
+    """train, after the report was shown: refuse bad rows unless data.skip_bad_rows accepts skipping them."""
+    if problems and not skip:
+        where = f"; full list in {problems_file}" if problems_file else ""
+        raise DataError(f"{len(problems)} bad dataset row{'s' if len(problems) != 1 else ''} (shown above{where}), "
+                        "so training did not start: fix them (`tunekit data check CONFIG` lists them), or set "
+                        "data.skip_bad_rows=true to train without them")
 
 
 def render_marked(template: ChatTemplate, conv: Conversation, color: bool, **options) -> tuple[str, int, int]:

@@ -23,10 +23,12 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from tunekit.config import Config
 from tunekit.data.formats import load_records, source_files
 from tunekit.data.records import Conversation, Problem, TextRecord
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
-from tunekit.errors import DataError
+from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
 from tunekit.processes import main_process_first
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,21 @@ def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None) -> Prepa
     train, stats, problems, key, hit = _cached(cfg, cfg.data.datasets, tokenizer, template)
     evaluation = None
     if cfg.data.eval_datasets:
-        evaluation, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
-    elif cfg.data.val_size > 0 and len(train) > 1:
-        size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
-        split = train.train_test_split(test_size=size, seed=cfg.train.seed)
+        evaluation, _, eval_problems, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
+        problems = problems + eval_problems
+    elif cfg.data.val_size > 0:
+        split = train.train_test_split(test_size=validation_rows(cfg.data.val_size, len(train)), seed=cfg.train.seed)
         train, evaluation = split["train"], split["test"]
     return PreparedData(train, evaluation, stats, problems, key, hit)
+
+
+def validation_rows(val_size: float, samples: int) -> int:
+    """data.val_size as a row count, refused when it would leave no training rows."""
+    rows = int(val_size) if val_size >= 1 else math.ceil(val_size * samples)
+    if rows >= samples:
+        raise ConfigError(f"data.val_size is {val_size:g}, which holds out {rows} of the {samples} training "
+                          "samples and leaves none to train on: give a smaller fraction (e.g. 0.05) or count")
+    return rows
 
 
 def _cached(cfg: Config, specs, tokenizer, template):
@@ -95,8 +106,10 @@ def _cached(cfg: Config, specs, tokenizer, template):
 
 
 def _write_entry(path: Path, dataset: Dataset, stats: dict, problems: list[Problem]) -> None:
+    """Into `.KEY.PID.XXXX` beside the entry, then renamed; stale ones of dead writers are removed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temporaries(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
     try:
         dataset.save_to_disk(str(tmp / "dataset"))
         meta = dict(stats, problems=[asdict(p) for p in problems])
@@ -105,9 +118,45 @@ def _write_entry(path: Path, dataset: Dataset, stats: dict, problems: list[Probl
             shutil.rmtree(tmp)
         else:
             tmp.rename(path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise TunekitError(f"disk full while writing the tokenized data to {path.parent}: nothing was kept; "
+                               "free some space, or point data.cache_dir at a disk with room") from None
         raise
+
+
+STALE_AFTER_S = 24 * 3600  # a temporary entry whose writer cannot be identified is removed after this
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete hidden `.KEY.PID.XXXX` folders left by killed writers (dead PID, or older than a day)."""
+    removed = []
+    for tmp in folder.glob(".*"):
+        pid = tmp.name.split(".")[2] if tmp.name.count(".") >= 3 else ""
+        alive = pid.isdigit() and _process_alive(int(pid))
+        try:
+            old = time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+        except FileNotFoundError:
+            continue
+        if tmp.is_dir() and (not alive if pid.isdigit() else old):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d unfinished cache entries left by killed runs in %s", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fingerprint(cfg: Config, specs, tokenizer, template: ChatTemplate | None) -> str:

@@ -9,11 +9,12 @@ the temporary one (`.NAME.partial-XXXX` beside it) is removed and the error says
 `overwrite`, the old directory is replaced only once the new one is complete. A process
 killed outright (SIGKILL, power loss) can leave a `.NAME.partial-*` folder behind; it is
 never mistaken for an output and can be deleted.
+
+    write_text_atomic(path, text)                 # one file, the same way: `.NAME.XXXX` then rename
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tunekit.errors import TunekitError
+from tunekit.errors import TunekitError, is_disk_full
 
 
 def check_output_dir(output: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
@@ -48,7 +49,7 @@ def atomic_directory(output: str | Path, overwrite: bool = False, inputs: Sequen
         _replace(tmp, output)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise TunekitError(f"disk full while writing {output}: nothing was written under that name; "
                                "free some space and run the command again") from None
         raise
@@ -66,3 +67,21 @@ def _replace(tmp: Path, output: Path) -> None:
     os.rename(output, old / output.name)
     os.rename(tmp, output)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write one text file whole: a hidden temporary beside it, renamed over it; removed on any error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise TunekitError(f"disk full while writing {path}: the file was left as it was; free some space "
+                               "and run the command again") from None
+        raise
+    return path

@@ -174,7 +174,7 @@ def apply_method(model: nn.Module, method: MethodConfig, gradient_checkpointing:
     if is_quantized(model):
         prepare_kbit(model)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     return METHODS[method.name](model, method)

@@ -5,13 +5,15 @@
 
 Models whose repository ships its own modeling code (ChatGLM, Baichuan) need
 `trust_remote_code: true`; without it the load stops with a message that says so, before
-any code of the model runs.
+any code of the model runs. The CLI sets REMOTE_CODE_OPTION so that the message names the
+option of the command in use (`--trust-remote-code`, or the config key for `train`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -23,6 +25,8 @@ from tunekit.errors import ConfigError, TunekitError
 log = logging.getLogger(__name__)
 ALLOW_REMOTE_CODE = ("pass --trust-remote-code to the command (chat, serve, webui, eval, compare, merge, mix), or "
                      "set model.trust_remote_code: true in a training config")
+REMOTE_CODE_OPTION: ContextVar[str] = ContextVar("remote_code_option", default=ALLOW_REMOTE_CODE)
+
 
 def needs_remote_code(name_or_path: str) -> bool:
     config = Path(name_or_path) / "config.json"
@@ -34,7 +38,7 @@ def needs_remote_code(name_or_path: str) -> bool:
 def _check_remote_code(cfg: ModelConfig) -> None:
     if needs_remote_code(cfg.name_or_path) and not cfg.trust_remote_code:
         raise ConfigError(f"model {cfg.name_or_path} ships its own modeling code (auto_map in config.json), "
-                          f"which runs Python from the model's folder; if you trust it, {ALLOW_REMOTE_CODE}")
+                          f"which runs Python from the model's folder; if you trust it, {REMOTE_CODE_OPTION.get()}")
 
 
 def _from_pretrained(loader, cfg: ModelConfig, what: str, **kwargs):
@@ -45,7 +49,7 @@ def _from_pretrained(loader, cfg: ModelConfig, what: str, **kwargs):
         text = str(exc)
         if "trust_remote_code" in text:
             raise ConfigError(f"{cfg.name_or_path} needs its own modeling code: if you trust it, "
-                              f"{ALLOW_REMOTE_CODE}") from None
+                              f"{REMOTE_CODE_OPTION.get()}") from None
         if isinstance(exc, OSError):
             raise TunekitError(f"cannot load the {what} of '{cfg.name_or_path}': {text.splitlines()[0]} "
                                "(give a local model directory, or a hub id reachable from here)") from None

@@ -124,9 +124,20 @@ def to_messages(request: ChatRequest) -> list[dict]:
             if any(part.type != "text" for part in content):
                 raise ApiError(400, f"messages.{i}.content: only text parts are supported", param="messages")
             content = "".join(part.text or "" for part in content)
+        if content and not _is_unicode_text(content):
+            raise ApiError(400, f"messages.{i}.content is not valid Unicode text (it holds a lone surrogate such as "
+                           "\\ud800); send UTF-8 text", code="invalid_value", param="messages")
         role = "system" if message.role == "developer" else message.role
         messages.append({"role": role, "content": content or ""})
     return messages
+
+
+def _is_unicode_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_params(request: ChatRequest, defaults: GenerationParams, limits: Limits) -> GenerationParams:

@@ -6,7 +6,9 @@ and, when adapters are loaded, two answers side by side (e.g. fine-tuned vs base
 Each panel picks an adapter (or the base model alone) and keeps its own conversation; a
 message goes to both panels, which answer one after the other through the same engine.
 The page binds 127.0.0.1 unless told otherwise and opens a public share link only with
---share.
+--share. A message longer than --max-input-chars is refused before it joins the conversation,
+and a turn that fails (prompt too long for the model, a generation error) is taken back out
+of the panel's history, so the next message works without pressing Clear.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 from tunekit.errors import TunekitError
 from tunekit.infer.engine import BASE
 from tunekit.infer.params import GenerationParams
+
+MAX_INPUT_CHARS = 16_000  # default cap on one message (and on the system prompt): --max-input-chars
 
 
 def variant_choices(engine) -> list[tuple[str, str]]:
@@ -31,7 +35,7 @@ def panel_defaults(engine) -> list[str]:
     return [first] + [c for c in choices if c != first][:1]
 
 
-def build_app(engine, defaults: GenerationParams):
+def build_app(engine, defaults: GenerationParams, max_input_chars: int = MAX_INPUT_CHARS):
     import gradio as gr
 
     with gr.Blocks(title=f"tunekit · {engine.name}", analytics_enabled=False) as app:
@@ -52,9 +56,9 @@ def build_app(engine, defaults: GenerationParams):
         histories = [p["history"] for p in panels]
         chatbots = [p["chatbot"] for p in panels]
         for trigger in (message.submit, send.click):
-            event = trigger(add_user_message, [message, *histories], [message, *histories, *chatbots])
+            event = trigger(user_message_fn(max_input_chars), [message, *histories], [message, *histories, *chatbots])
             for p in panels:
-                event = event.then(answer_fn(engine), [p["history"], p["choice"], system, *sliders],
+                event = event.then(answer_fn(engine, max_input_chars), [p["history"], p["choice"], system, *sliders],
                                    [p["history"], p["chatbot"]])
         clear.click(lambda: [[]] * (2 * len(panels)), None, [*histories, *chatbots])
     return app
@@ -88,41 +92,72 @@ def add_user_message(text: str, *histories):
     return ["", *updated, *updated]
 
 
-def answer_fn(engine):
-    """The streaming handler of one panel: yields (history, chatbot) as the answer grows."""
+def check_length(text: str | None, what: str, max_chars: int) -> None:
+    if text and len(text) > max_chars:
+        raise TunekitError(f"the {what} has {len(text):,} characters; this page accepts at most {max_chars:,} "
+                           "(shorten it, or start the web UI with a larger --max-input-chars)")
+
+
+def user_message_fn(max_chars: int):
+    """add_user_message, refusing (before it joins any history) a message over max_chars."""
+    import gradio as gr
+
+    def add(text, *histories):
+        try:
+            check_length(text, "message", max_chars)
+        except TunekitError as exc:
+            raise gr.Error(str(exc)) from None
+        return add_user_message(text, *histories)
+
+    return add
+
+
+def answer_fn(engine, max_chars: int = MAX_INPUT_CHARS):
+    """The streaming handler of one panel: yields (history, chatbot) as the answer grows.
+
+    A turn that fails is removed again (the history goes back to what it was before the message),
+    then the error is shown."""
     import gradio as gr
 
     def answer(history, choice, system, max_new, temperature, top_p, top_k, repetition, seed, stop):
         if not history or history[-1]["role"] != "user":
             yield history, history
             return
-        params = GenerationParams(max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p),
-                                  top_k=int(top_k), repetition_penalty=float(repetition), stop=list(stop),
-                                  seed=None if seed is None else int(seed))
-        messages = ([{"role": "system", "content": system}] if system and system.strip() else []) + history
+        before = history[:-1]
         try:
-            generation = engine.stream(messages, params, choice)
-        except TunekitError as exc:
-            raise gr.Error(str(exc)) from None
-        text = ""
-        try:
-            for piece in generation:
-                text += piece
-                shown = history + [{"role": "assistant", "content": text}]
-                yield shown, shown
-        finally:
-            generation.close()  # the page went away or the event was cancelled: stop generating
-        final = history + [{"role": "assistant", "content": text}]
-        yield final, final
+            check_length(system, "system prompt", max_chars)
+            params = GenerationParams(max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p),
+                                      top_k=int(top_k), repetition_penalty=float(repetition), stop=list(stop),
+                                      seed=None if seed is None else int(seed))
+            yield from _stream_answer(engine, history, system, params, choice)
+        except Exception as exc:  # noqa: BLE001  (any failure: the turn must not stay in the history)
+            yield before, before
+            message = str(exc) if isinstance(exc, TunekitError) else f"the answer failed: {exc}"
+            raise gr.Error(message) from None
 
     return answer
 
 
+def _stream_answer(engine, history: list[dict], system: str | None, params: GenerationParams, choice: str):
+    messages = ([{"role": "system", "content": system}] if system and system.strip() else []) + history
+    generation = engine.stream(messages, params, choice)
+    text = ""
+    try:
+        for piece in generation:
+            text += piece
+            shown = history + [{"role": "assistant", "content": text}]
+            yield shown, shown
+    finally:
+        generation.close()  # the page went away or the event was cancelled: stop generating
+    final = history + [{"role": "assistant", "content": text}]
+    yield final, final
+
+
 def launch(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           block: bool = True):
+           block: bool = True, max_input_chars: int = MAX_INPUT_CHARS):
     """Serve the page; with block=False return at once (the server runs in the background)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = build_app(engine, defaults)
+    app = build_app(engine, defaults, max_input_chars)
     app.queue(default_concurrency_limit=1)
     print(f"web chat on http://{host}:{port}{' (and a public share link)' if share else ''}; Ctrl-C stops",
           flush=True)

@@ -1,6 +1,9 @@
 """Trainer callbacks: a metrics log, a NaN/inf loss guard and the loss plot.
 
 All of them act on the main process only, so a multi-process run writes each file once.
+metrics.jsonl is appended one whole line at a time; `read_metrics` skips a line torn by a
+crash, and at the start of training (or of a resume) the file is rewritten to hold only
+whole records up to the step training starts from, so a resumed run never repeats a step.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunekit.errors import TunekitError
+from tunekit.export.atomic import write_text_atomic
 from tunekit.rundir import METRICS_FILE, PLOT_FILE
 
 
@@ -21,11 +25,29 @@ class MetricsLog(TrainerCallback):
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / METRICS_FILE
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.path.exists():
+            keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step]
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The whole records of metrics.jsonl; a line torn by a crash (or otherwise not a JSON object) is skipped."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 class NonFiniteLossError(TunekitError):
@@ -55,7 +77,7 @@ def plot_loss(run_dir: Path) -> Path | None:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return None
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_metrics(path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     if not train and not evals:

@@ -11,16 +11,18 @@ import importlib.util
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from tunekit.config import Config, validate_for_training
+from tunekit.data.check import problem_report, problems_file, refuse_bad_rows
 from tunekit.data.collate import collator_for, supports_packing
 from tunekit.data.pipeline import prepare_data
 from tunekit.data.templates import load_template
-from tunekit.errors import ConfigError
 from tunekit.dtypes import resolve_name
+from tunekit.errors import ConfigError, TunekitError, is_disk_full
 from tunekit.model.adapters import apply_method, is_prompt_method, loraplus_optimizer, trainable_summary
 from tunekit.model.load import load_model, load_tokenizer
 from tunekit.model.quantize import quantization_config
@@ -29,6 +31,7 @@ from tunekit.rundir import (
     write_record,
 )
 from tunekit.train.callbacks import MetricsLog, NanGuard, plot_loss
+from tunekit.train.checkpoints import CheckpointMarker, last_complete_checkpoint, remove_incomplete
 from tunekit.train.distributed import barrier, check_launch, is_main_process, save_model, use_cpu
 
 log = logging.getLogger(__name__)
@@ -37,32 +40,71 @@ log = logging.getLogger(__name__)
 def train(cfg: Config) -> Path:
     validate_for_training(cfg)
     check_launch(cfg)
-    run_dir = prepare_run_dir(cfg)
+    check_run_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
     data = prepare_data(cfg, tokenizer, template)
-    log.info("data: %d training samples%s (%s)", len(data.train),
-             f", {len(data.eval)} eval" if data.eval is not None else "", "cache hit" if data.cache_hit else "tokenized")
+    report_data(cfg, data)  # bad rows refuse the run here, before anything is written under output_dir
+    run_dir = prepare_run_dir(cfg)
     model = build_model(cfg, tokenizer)
-    log.info(trainable_summary(model))
-    trainer, guard = build_trainer(cfg, model, tokenizer, data, run_dir)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
-    if guard.error is not None:
-        raise guard.error
-    save_model(trainer, run_dir)  # every process: ZeRO-3 / FSDP shards are gathered to rank 0
     if is_main_process():
-        save_run(cfg, trainer, tokenizer, template, data, run_dir)
+        log.info(trainable_summary(model))
+    trainer, guard = build_trainer(cfg, model, tokenizer, data, run_dir)
+    with disk_full_message(run_dir):
+        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
+        if guard.error is not None:
+            raise guard.error
+        save_model(trainer, run_dir)  # every process: ZeRO-3 / FSDP shards are gathered to rank 0
+        if is_main_process():
+            save_run(cfg, trainer, tokenizer, template, data, run_dir)
     return run_dir
+
+
+def report_data(cfg: Config, data) -> None:
+    """Main process: the sample counts and the bad rows, reported as `data check` does; then refuse bad rows."""
+    main = is_main_process()
+    listing = problems_file(cfg, data, write=main)
+    if main:
+        log.info("data: %d training samples%s (%s)", len(data.train), f", {len(data.eval)} eval"
+                 if data.eval is not None else "", "cache hit" if data.cache_hit else "tokenized")
+        if data.problems:
+            log.warning(problem_report(data.problems, listing))
+    refuse_bad_rows(data.problems, listing, cfg.data.skip_bad_rows)
+    if main and data.problems:
+        log.warning("training without these %d rows (data.skip_bad_rows is true)", len(data.problems))
+
+
+@contextmanager
+def disk_full_message(run_dir: Path):
+    """A full disk while training or saving: one message naming the checkpoint a resume would continue from."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        folder = run_dir / CHECKPOINTS
+        if is_main_process():
+            remove_incomplete(folder)
+        last = last_complete_checkpoint(folder)
+        kept = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was saved yet"
+        raise TunekitError(f"disk full while writing {run_dir} ({exc.filename or 'a checkpoint'}): {kept}; "
+                           "free some space and run again with train.resume=true") from None
+
+
+def check_run_dir(cfg: Config) -> None:
+    """Before any slow work: an occupied output_dir needs train.resume or train.overwrite."""
+    run_dir = Path(cfg.train.output_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (cfg.train.overwrite or cfg.train.resume):
+        raise ConfigError(f"train.output_dir {run_dir} already exists and is not empty: set train.resume=true "
+                          "to continue its last checkpoint, train.overwrite=true to replace it, or choose "
+                          "another train.output_dir")
 
 
 def prepare_run_dir(cfg: Config) -> Path:
     """Every process checks; then only the main one replaces or creates the folder while the others wait."""
+    check_run_dir(cfg)
     run_dir = Path(cfg.train.output_dir)
     occupied = run_dir.exists() and any(run_dir.iterdir())
-    if occupied and not (cfg.train.overwrite or cfg.train.resume):
-        raise ConfigError(f"train.output_dir {run_dir} already exists and is not empty: set train.resume=true "
-                          "to continue its last checkpoint, train.overwrite=true to replace it, or choose "
-                          "another train.output_dir")
     barrier()  # all have looked before anything changes
     if is_main_process():
         if occupied and cfg.train.overwrite:
@@ -101,8 +143,9 @@ def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
     guard = NanGuard(cfg.train.precision)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
     args = training_arguments(cfg, run_dir, data.eval is not None)
+    callbacks = [MetricsLog(run_dir), guard, CheckpointMarker(run_dir / CHECKPOINTS, cfg.train.save_total_limit)]
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      data_collator=collator, callbacks=[MetricsLog(run_dir), guard],
+                      data_collator=collator, callbacks=callbacks,
                       optimizer_cls_and_kwargs=loraplus_optimizer(cfg.method, args))
     if cfg.eval.during_training and data.eval is not None:
         from tunekit.train.eval_callback import GenerationMetrics
@@ -124,11 +167,12 @@ def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, optim=t.optim, bf16=precision == "bf16", fp16=precision == "fp16",
         logging_steps=t.logging_steps, logging_nan_inf_filter=False, save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit, eval_strategy=eval_strategy, eval_steps=t.eval_steps,
+        save_total_limit=None, eval_strategy=eval_strategy, eval_steps=t.eval_steps,  # CheckpointMarker rotates
         seed=t.seed, data_seed=t.seed, report_to=t.report_to or "none", remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         torch_compile=t.torch_compile, use_liger_kernel=_liger(t.liger_kernel), deepspeed=t.deepspeed,
         dataloader_num_workers=t.dataloader_workers,
+        ddp_find_unused_parameters=False,  # every method uses all its trainable weights in each forward
         save_strategy="steps", label_names=["labels"], disable_tqdm=False, use_cpu=use_cpu(),
     )
 
@@ -158,19 +202,10 @@ def resume_checkpoint(cfg: Config, run_dir: Path) -> str | None:
     if not cfg.train.resume:
         return None
     checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
-    if checkpoint is None:
+    if checkpoint is None and is_main_process():
         log.warning("train.resume is set but %s holds no complete checkpoint: starting from step 0",
                     run_dir / CHECKPOINTS)
     return str(checkpoint) if checkpoint else None
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The highest checkpoint-N with trainer_state.json, written last by the Trainer."""
-    if not folder.is_dir():
-        return None
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-            and p.name.split("-")[-1].isdigit()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path) -> None:
