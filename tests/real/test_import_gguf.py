@@ -76,6 +76,7 @@ def test_an_unsupported_architecture_names_the_supported_ones(tmp_path, capsys):
     code, err = run_import([rwkv, tmp_path / "out"], capsys)
     assert_one_error(code, err, "rwkv7", "not one transformers reads", "llama", "qwen2")
     assert "general" not in supported_architectures() and "llama" in supported_architectures()
+    assert "t5" not in supported_architectures()  # read by transformers, but not a causal LM
     assert nothing_written(tmp_path, "out")
 
 

@@ -33,6 +33,7 @@ GGUF_MAGIC = b"GGUF"
 SAMPLING_KEYS = {"temp": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
                  "penalty_repeat": "repetition_penalty"}
 NOT_ARCHITECTURES = {"general", "tokenizer"}  # sections of transformers' mapping table
+NOT_CAUSAL = {"t5", "umt5"}  # encoder-decoder: transformers reads them, but there is no chat model to fine-tune
 
 
 def _digits_then_gpt2():
@@ -72,10 +73,10 @@ class ImportResult:
 
 
 def supported_architectures() -> list[str]:
-    """The GGUF architectures the installed transformers reads (its mapping table, not a copy)."""
+    """The causal-LM GGUF architectures the installed transformers reads (its mapping table, not a copy)."""
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    return [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in NOT_ARCHITECTURES]
+    return [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in NOT_ARCHITECTURES | NOT_CAUSAL]
 
 
 def read_gguf_info(path: str | Path) -> GgufInfo:
