@@ -4,10 +4,17 @@
     result.records     # Conversation(messages=[{"role": "user", ...}, ...], tools, source="data/train.json:2")
     result.problems    # [Problem("data/train.json", 14, "missing 'output' ...")]: bad rows, skipped
 
+    for source in sources(spec, "sft"):             # the same, streamed: memory does not grow with the data
+        for item in read_source(source, spec, "sft"):   # a record or a Problem per row
+            ...
+
 A spec path is a file, a folder (every supported file inside, recursively, sorted; hidden
 ones skipped), a glob, or else a Hugging Face dataset name. Files: .json (a list of rows,
 or one object per line), .jsonl, .csv, .tsv, .parquet, .txt. A .txt file holds one
-document per non-empty line (pt only), like wiki_demo.txt.
+document per non-empty line (pt only), like wiki_demo.txt. Every file is read as a stream:
+line by line, a JSON list block by block, Parquet batch by batch; a .json file holding one
+object (not a list of rows) is refused. One row may hold at most MAX_ROW_BYTES; a larger
+one, or one nested deeper than the JSON parser allows, is a bad row (skipped unread).
 
 Row formats (detected per file from its first row, or forced with `format:`; `columns:`
 maps canonical names to the file's keys): alpaca, instruct, prompt_response, sharegpt,
@@ -23,13 +30,14 @@ are all bad returns no records and every problem: the caller decides what to do.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import io
 import json
 import re
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from tunekit.data.records import Conversation, LoadResult, Problem, TextRecord
 from tunekit.errors import DataError
@@ -45,6 +53,10 @@ FILE_LIKE_SUFFIXES = {".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".a
 FORMAT_SHAPES = ("alpaca {instruction, input, output}, instruct {instruct, query, answer}, "
                  "prompt_response {prompt, response}, sharegpt {conversations}, openai {messages}, "
                  "text {text | content | sentence}")
+
+MAX_ROW_BYTES = 16 << 20  # one row larger than this is refused unread (a row that big is a mistake)
+READ_BLOCK = 1 << 20  # bytes read at a time from a JSON list
+PARQUET_BATCH = 1024  # Parquet rows converted to Python at a time
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by errors="surrogateescape"
@@ -71,22 +83,61 @@ def load_records(specs: list, stage: str) -> LoadResult:
 
 
 def load_one(spec, stage: str) -> LoadResult:
-    """Read one dataset: Conversations for stage sft, TextRecords for stage pt."""
+    """Read one dataset into memory: Conversations for stage sft, TextRecords for stage pt."""
+    result = LoadResult()
+    for source in sources(spec, stage):
+        limit = None if spec.max_samples is None else spec.max_samples - len(result.records)
+        if limit == 0:
+            break
+        rows_before = result.rows_read
+        for item in read_source(source, spec, stage, limit):
+            result.rows_read += 1
+            (result.problems if isinstance(item, Problem) else result.records).append(item)
+        if result.rows_read == rows_before:
+            result.problems.append(empty_file_problem(source))
+    check_has_rows(spec, result.rows_read, result.problems)
+    return result
+
+
+def sources(spec, stage: str) -> list[Source]:
+    """Where one dataset's rows come from, in order: its files, or the hub dataset it names."""
     if stage not in ("sft", "pt"):
         raise DataError(f"stage '{stage}' has no dataset reader: use sft or pt")
     if spec.max_samples is not None and spec.max_samples <= 0:
         raise DataError(f"max_samples of dataset {spec.path} is {spec.max_samples}: give a positive count")
     files = _resolve(spec)
-    sources = (_file_source(path) for path in files) if files is not None else iter([_hub_source(spec)])
-    result = LoadResult()
-    for name, rows, unit in sources:
-        _read_source(name, rows, unit, spec, stage, result)
-        if _full(result, spec):
-            break
-    if result.rows_read == 0:
-        details = "; ".join(str(p) for p in result.problems[:5])
+    return [FileSource(path) for path in files] if files is not None else [HubSource(spec)]
+
+
+def read_source(source: Source, spec, stage: str, limit: int | None = None) -> Iterator[object]:
+    """One item per row, streamed: a record (Conversation / TextRecord) or a Problem; at most `limit` records."""
+    convert, kept = None, 0
+    for line, row, problem in source.rows():
+        if problem is None and not isinstance(row, dict):
+            problem = (f"the row is a JSON {type(row).__name__}, not an object; write each row as "
+                       '{"key": value, ...}')
+        if problem is None:
+            convert = convert or _row_converter(row, spec, stage, f"{source.name}:{line}")
+            try:
+                yield convert(row, f"{source.name}:{line}")
+                kept += 1
+            except BadRow as exc:
+                problem = str(exc)
+        if problem is not None:
+            yield Problem(source.name, line, f"row {line}: {problem}" if source.unit == "row" else problem)
+        if limit is not None and kept >= limit:
+            return
+
+
+def empty_file_problem(source: Source) -> Problem:
+    return Problem(source.name, 1, "the file has no rows; add rows or remove it from the dataset")
+
+
+def check_has_rows(spec, rows_read: int, problems: list[Problem]) -> None:
+    """A dataset none of whose files holds a row cannot be used at all."""
+    if rows_read == 0:
+        details = "; ".join(str(p) for p in problems[:5])
         raise DataError(f"dataset {spec.path} has no rows{': ' + details if details else ''}")
-    return result
 
 
 def detect_format(row: dict) -> str:
@@ -109,6 +160,53 @@ def source_files(spec) -> list[Path]:
 
 
 # ---------------------------------------------------------------- where the rows come from
+
+
+class FileSource:
+    """One local file, read row by row; `tell()` is how many of its bytes were read (for progress)."""
+
+    def __init__(self, path: Path):
+        self.path, self.name = path, str(path)
+        self.unit = "row" if path.suffix.lower() == ".parquet" else "line"
+        self.size = path.stat().st_size
+        self._file = None
+
+    def rows(self) -> Iterator[Row]:
+        with open(self.path, "rb") as f:
+            self._file = f
+            yield from _READERS[self.path.suffix.lower()](f)
+
+    def tell(self) -> int:
+        if self._file is None:
+            return 0
+        return self.size if self._file.closed else min(self._file.tell(), self.size)
+
+
+class HubSource:
+    """A Hugging Face dataset, named by the spec (no local file)."""
+
+    unit, size = "row", 0
+
+    def __init__(self, spec):
+        self.spec, self.name = spec, spec.path
+
+    def rows(self) -> Iterator[Row]:
+        spec = self.spec
+        try:
+            import datasets
+
+            table = datasets.load_dataset(spec.path, name=spec.subset, split=spec.split)
+        except Exception as exc:  # network, missing dataset or split: all mean "cannot load it"
+            raise DataError(f"dataset {spec.path} is not a local file or folder, and loading it from the Hugging "
+                            f"Face hub (subset {spec.subset}, split {spec.split}) failed: {exc}. Check the path "
+                            "or the dataset name") from exc
+        return ((number, row, None) for number, row in enumerate(table, 1))
+
+    def tell(self) -> int:
+        return 0
+
+
+Source = FileSource | HubSource
 
 
 def _resolve(spec) -> list[Path] | None:
@@ -149,34 +247,21 @@ def _looks_local(raw: str) -> bool:
             or Path(raw).suffix.lower() in FILE_LIKE_SUFFIXES)
 
 
-def _file_source(path: Path) -> tuple[str, Iterator[Row], str]:
-    unit = "row" if path.suffix.lower() == ".parquet" else "line"
-    return str(path), READERS[path.suffix.lower()](path), unit
+# ---------------------------------------------------------------- file readers: binary file -> (line, row, problem)
 
 
-def _hub_source(spec) -> tuple[str, Iterator[Row], str]:
+def _too_large() -> str:
+    return (f"the row is larger than {MAX_ROW_BYTES / 2**20:g} MB, the most one row may hold; split its text "
+            "into several rows (it was skipped without being read)")
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    """UTF-8 text of one row, and a problem when it holds bytes that are not UTF-8."""
     try:
-        import datasets
-
-        table = datasets.load_dataset(spec.path, name=spec.subset, split=spec.split)
-    except Exception as exc:  # network, missing dataset or split: all mean "cannot load it"
-        raise DataError(f"dataset {spec.path} is not a local file or folder, and loading it from the Hugging "
-                        f"Face hub (subset {spec.subset}, split {spec.split}) failed: {exc}. Check the path "
-                        "or the dataset name") from exc
-    return spec.path, ((number, row, None) for number, row in enumerate(table, 1)), "row"
-
-
-# ---------------------------------------------------------------- file readers: yield (line, row, problem)
-
-
-def _read_text(path: Path) -> tuple[str, bool]:
-    """The file as text, and whether it held bytes that are not UTF-8 (kept as lone surrogates)."""
-    data = path.read_bytes()
-    try:
-        text, bad = data.decode("utf-8"), False
+        return raw.decode("utf-8"), None
     except UnicodeDecodeError:
-        text, bad = data.decode("utf-8", "surrogateescape"), True
-    return text.removeprefix("\ufeff"), bad
+        text = raw.decode("utf-8", "surrogateescape")
+        return text, _bad_utf8(text)[1]
 
 
 def _bad_utf8(text: str, start: int = 0, end: int | None = None) -> tuple[int, str] | None:
@@ -189,152 +274,300 @@ def _bad_utf8(text: str, start: int = 0, end: int | None = None) -> tuple[int, s
                            "e.g. iconv -f GBK -t UTF-8 FILE > NEW_FILE")
 
 
-def _json_rows(path: Path) -> Iterator[Row]:
-    """A JSON list of rows (line = where each object starts), or one object per line."""
-    text, bad = _read_text(path)
-    start = _WHITESPACE.match(text).end()
-    if start == len(text):
-        return
-    if text[start] != "[":
-        yield from _lines_as_json(text, bad)
-        return
+def _parse(text: str) -> tuple[object, str | None]:
+    """One JSON row, or the problem that keeps it from being one."""
     try:
-        yield from _json_list(text, bad, start)
+        return json.loads(text), None
+    except RecursionError:
+        return None, _TOO_DEEP
     except json.JSONDecodeError as exc:
-        yield exc.lineno, None, (f"JSON syntax error at line {exc.lineno} column {exc.colno}: {exc.msg}; fix "
-                                 "the file there (the rows after it were not read)")
+        return None, (f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
+                      "complete JSON object: fix the quotes or brackets, or delete the line")
 
 
-def _json_list(text: str, bad: bool, start: int) -> Iterator[Row]:
-    decoder = json.JSONDecoder()
-    pos = _WHITESPACE.match(text, start + 1).end()
-    line, counted = 1, 0
-    while not text.startswith("]", pos):
-        line, counted = line + text.count("\n", counted, pos), pos
-        row, end = decoder.raw_decode(text, pos)
-        found = _bad_utf8(text, pos, end) if bad else None
-        if found:
-            yield line + text.count("\n", pos, found[0]), None, found[1]
-        else:
-            yield line, row, None
-        pos = _WHITESPACE.match(text, end).end()
-        if text.startswith(",", pos):
-            pos = _WHITESPACE.match(text, pos + 1).end()
-            if text.startswith("]", pos):
-                raise json.JSONDecodeError("a comma before the closing ] (remove it)", text, pos)
-        elif not text.startswith("]", pos):
-            raise json.JSONDecodeError("Expecting ',' or ']' after a row", text, pos)
-    rest = _WHITESPACE.match(text, pos + 1).end()
-    if rest < len(text):
-        raise json.JSONDecodeError("Extra data after the closing ]", text, rest)
+_TOO_DEEP = ("the row nests lists or objects too deeply for a dataset row (deeper than Python's JSON parser "
+             "allows); flatten it or delete the row")
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
-    text, bad = _read_text(path)
-    yield from _lines_as_json(text, bad)
-
-
-def _lines_as_json(text: str, bad: bool) -> Iterator[Row]:
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
+def _lines(f: BinaryIO) -> Iterator[tuple[int, str | None, str | None]]:
+    """(number, text, problem) per line; a line longer than MAX_ROW_BYTES is skipped unread, with a problem."""
+    number = 0
+    while raw := f.readline(MAX_ROW_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+            while (rest := f.readline(READ_BLOCK)) and not rest.endswith(b"\n"):
+                pass
+            yield number, None, _too_large()
             continue
-        found = _bad_utf8(line) if bad else None
-        if found:
-            yield number, None, found[1]
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, None, (f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
-                                 "complete JSON object: fix the quotes or brackets, or delete the line")
-            continue
-        yield number, row, None
+        text, problem = _decode(raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw)
+        yield number, text, problem
 
 
-def _txt_rows(path: Path) -> Iterator[Row]:
+def _jsonl_rows(f: BinaryIO) -> Iterator[Row]:
+    """One JSON object per line; blank lines are not rows."""
+    for number, text, problem in _lines(f):
+        if problem is None and not text.strip():
+            continue
+        yield (number, None, problem) if problem else (number, *_parse(text))
+
+
+def _txt_rows(f: BinaryIO) -> Iterator[Row]:
     """Each non-empty line is one document."""
-    text, bad = _read_text(path)
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        found = _bad_utf8(line) if bad else None
-        yield (number, None, found[1]) if found else (number, {"text": line}, None)
+    for number, text, problem in _lines(f):
+        if problem is None:
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                continue
+        yield (number, None, problem) if problem else (number, {"text": text}, None)
 
 
-def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
-    """A header line, then one row per record (line = the file line where the row starts)."""
-    text, bad = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+def _json_rows(f: BinaryIO) -> Iterator[Row]:
+    """A JSON list of rows, streamed (line = where each row starts), or one object per line."""
+    text = _JsonText(f)
+    pos = text.skip_space(0)
+    if pos == len(text.buf):
+        return
+    if text.buf[pos] == "{":
+        _refuse_single_object(text, pos, f.name)
+        f.seek(0)
+        yield from _jsonl_rows(f)
+        return
+    if text.buf[pos] != "[":
+        yield from _jsonl_rows(_rewound(f))
+        return
     try:
-        header = next(reader, None)
-        start = reader.line_num + 1
-        for fields in reader:
-            line, start = start, reader.line_num + 1
-            if fields:
-                yield _csv_row(header, fields, line, bad)
-    except csv.Error as exc:
-        yield reader.line_num, None, f"CSV syntax error: {exc}; fix the quoting there (the rest was not read)"
+        yield from _json_list(text, pos)
+    except json.JSONDecodeError as exc:
+        line, column = text.where(exc.pos)
+        yield line, None, (f"JSON syntax error at line {line} column {column}: {exc.msg}; fix "
+                           "the file there (the rows after it were not read)")
 
 
-def _csv_row(header: list[str], fields: list[str], line: int, bad: bool) -> Row:
+def _rewound(f: BinaryIO) -> BinaryIO:
+    f.seek(0)
+    return f
+
+
+def _refuse_single_object(text: _JsonText, pos: int, name: str) -> None:
+    """A .json file that is one object (not one object per line) holds no list of rows: say so."""
+    row, end, problem = text.value(pos)
+    if problem == _too_large() or (problem is None and text.skip_space(end) == len(text.buf)):
+        lists = [key for key, value in (row or {}).items() if isinstance(value, list)]
+        hint = f" (its key '{lists[0]}' holds a list: make that list the whole file)" if len(lists) == 1 else ""
+        raise DataError(f"{name}: the file holds one JSON object, not a list of rows{hint}; write the rows as a "
+                        'JSON list [{"...": ...}, {"...": ...}], or one object per line (JSONL)')
+
+
+def _json_list(text: _JsonText, pos: int) -> Iterator[Row]:
+    pos = text.skip_space(pos + 1)
+    while not text.buf.startswith("]", pos):
+        line = text.where(pos)[0]
+        row, end, problem = text.value(pos)
+        found = _bad_utf8(text.buf, pos, end) if problem is None else None
+        if found:
+            yield text.where(found[0])[0], None, found[1]
+        else:
+            yield line, row, problem
+        pos = text.skip_space(end)
+        if text.buf.startswith(",", pos):
+            pos = text.skip_space(pos + 1)
+            if text.buf.startswith("]", pos):
+                raise json.JSONDecodeError("a comma before the closing ] (remove it)", text.buf, pos)
+        elif not text.buf.startswith("]", pos):
+            raise json.JSONDecodeError("Expecting ',' or ']' after a row", text.buf, pos)
+        pos = text.drop(pos)
+    rest = text.skip_space(pos + 1)
+    if rest < len(text.buf):
+        raise json.JSONDecodeError("Extra data after the closing ]", text.buf, rest)
+
+
+class _JsonText:
+    """The text of a JSON file read block by block, so that a list of rows is never held whole.
+
+    `buf` holds the unread part; positions index into it. `drop(pos)` forgets what lies before
+    pos and returns pos's new index; line and column numbers stay those of the file.
+    """
+
+    _DECODER = json.JSONDecoder()
+    _TOKEN = re.compile(r'[\[\]{}"]')
+    _STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.buf, self.eof = f, "", False
+        self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self.line, self.column = 1, 1  # of buf[0]
+        self.counted, self.counted_line = 0, 1  # a position whose line is known, to count lines forward from
+        self.read_more()
+        self.buf = self.buf.removeprefix("\ufeff")
+
+    def read_more(self, at_least: int = READ_BLOCK) -> bool:
+        if self.eof:
+            return False
+        data = self.f.read(at_least)
+        self.eof = len(data) < at_least
+        self.buf += self.decoder.decode(data, final=self.eof)
+        return bool(data)
+
+    def skip_space(self, pos: int) -> int:
+        while True:
+            pos = _WHITESPACE.match(self.buf, pos).end()
+            if pos < len(self.buf) or not self.read_more():
+                return pos
+
+    def where(self, pos: int) -> tuple[int, int]:
+        """File line and column of buf[pos]."""
+        if pos < self.counted:
+            self.counted, self.counted_line = 0, self.line
+        self.counted_line += self.buf.count("\n", self.counted, pos)
+        self.counted = pos
+        newline = self.buf.rfind("\n", 0, pos)
+        return self.counted_line, (pos - newline if newline >= 0 else self.column + pos)
+
+    def drop(self, pos: int) -> int:
+        """Forget buf[:pos] once it is large; returns where pos is now."""
+        if pos < READ_BLOCK:
+            return pos
+        self.line, column = self.where(pos)
+        self.column, self.counted, self.counted_line = column, 0, self.line
+        self.buf = self.buf[pos:]
+        return 0
+
+    def value(self, pos: int) -> tuple[object, int, str | None]:
+        """(row, end, None), or (None, end, problem) for a row too large or too deep, skipped unread."""
+        while True:
+            try:
+                row, end = self._DECODER.raw_decode(self.buf, pos)
+                return (row, end, None) if end - pos <= MAX_ROW_BYTES else (None, end, _too_large())
+            except RecursionError:
+                return None, self.skip_value(pos), _TOO_DEEP
+            except json.JSONDecodeError:
+                if len(self.buf) - pos > MAX_ROW_BYTES:
+                    return self._too_large_or_wrong(pos)
+                if not self.read_more(max(READ_BLOCK, len(self.buf) - pos)):
+                    raise
+
+    def _too_large_or_wrong(self, pos: int) -> tuple[None, int, str]:
+        """A row that did not parse though MAX_ROW_BYTES of it were read: a syntax error, or too large."""
+        end = self.skip_value(pos, limit=pos + MAX_ROW_BYTES)
+        if end is not None:
+            self._DECODER.raw_decode(self.buf, pos)  # complete but not valid: raises the syntax error
+        return None, self.skip_value(pos), _too_large()
+
+    def skip_value(self, pos: int, limit: int | None = None) -> int | None:
+        """The end of the object, list or string opening at pos (None: not before limit). Without a limit
+        it reads on, forgetting what it passed, and returns the end's index in the buffer as it is then."""
+        depth, at = 0, pos
+        while limit is None or at < limit:
+            token = self._TOKEN.search(self.buf, at)
+            if token is None or (token.group() == '"' and not self._STRING_REST.match(self.buf, token.end())):
+                if limit is not None:
+                    return None
+                at = self.drop(len(self.buf) if token is None else token.start())
+                if not self.read_more(4 * READ_BLOCK):
+                    return len(self.buf)
+                continue
+            at = token.end()
+            if token.group() == '"':
+                at = self._STRING_REST.match(self.buf, at).end()
+            else:
+                depth += 1 if token.group() in "[{" else -1
+            if depth <= 0:
+                return at
+        return None
+
+
+def _csv_rows(f: BinaryIO, delimiter: str) -> Iterator[Row]:
+    """A header line, then one row per record (line = the file line where the row starts)."""
+    csv.field_size_limit(MAX_ROW_BYTES)
+    lines = _BoundedLines(io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline=""))
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = None
+    while True:
+        start = lines.number + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except _LineTooLarge:
+            yield lines.number, None, _too_large()
+            continue
+        except csv.Error as exc:
+            yield lines.number, None, f"CSV syntax error: {exc}; fix the quoting there (the rest was not read)"
+            return
+        if header is None:
+            header = fields
+        elif fields:
+            yield _csv_row(header, fields, start)
+
+
+class _LineTooLarge(Exception):
+    """Raised through csv.reader by _BoundedLines for a line over MAX_ROW_BYTES (already skipped)."""
+
+
+class _BoundedLines:
+    """The lines of a text file for csv.reader, counted, none longer than MAX_ROW_BYTES characters."""
+
+    def __init__(self, text: io.TextIOWrapper):
+        self.text, self.number = text, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(MAX_ROW_BYTES + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > MAX_ROW_BYTES and not line.endswith(("\n", "\r")):
+            while (rest := self.text.readline(READ_BLOCK)) and not rest.endswith(("\n", "\r")):
+                pass
+            raise _LineTooLarge
+        return line
+
+
+def _csv_row(header: list[str], fields: list[str], line: int) -> Row:
     if len(fields) != len(header):
         return line, None, (f"row has {len(fields)} fields but the header has {len(header)}; quote fields "
                             "that contain the delimiter, or fix the row")
     joined = "\x00".join(fields)
-    found = _bad_utf8(joined) if bad else None
+    found = _bad_utf8(joined)
     if found:
         return line + joined.count("\n", 0, found[0]), None, found[1]
     return line, dict(zip(header, fields)), None
 
 
-def _tsv_rows(path: Path) -> Iterator[Row]:
-    return _csv_rows(path, "\t")
-
-
-def _parquet_rows(path: Path) -> Iterator[Row]:
+def _parquet_rows(f: BinaryIO) -> Iterator[Row]:
+    """Row by row, one batch of a row group at a time (line = the row number)."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(f).iter_batches(batch_size=PARQUET_BATCH)
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise DataError(f"{path}: cannot read it as Parquet ({exc}); check it is a complete Parquet file") from exc
-    return ((number, row, None) for number, row in enumerate(table.to_pylist(), 1))
+        raise DataError(f"{f.name}: cannot read it as Parquet ({exc}); check it is a complete Parquet file") from exc
+    number = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row, None
 
 
-READERS: dict[str, Callable[[Path], Iterator[Row]]] = {
-    ".json": _json_rows, ".jsonl": _jsonl_rows, ".csv": _csv_rows, ".tsv": _tsv_rows,
-    ".parquet": _parquet_rows, ".txt": _txt_rows,
+def _reading(reader: Callable[[BinaryIO], Iterator[Row]]) -> Callable[[Path], Iterator[Row]]:
+    def read(path: Path) -> Iterator[Row]:
+        with open(path, "rb") as f:
+            yield from reader(f)
+
+    return read
+
+
+_READERS: dict[str, Callable[[BinaryIO], Iterator[Row]]] = {
+    ".json": _json_rows, ".jsonl": _jsonl_rows, ".csv": lambda f: _csv_rows(f, ","),
+    ".tsv": lambda f: _csv_rows(f, "\t"), ".parquet": _parquet_rows, ".txt": _txt_rows,
 }
+READERS: dict[str, Callable[[Path], Iterator[Row]]] = {suffix: _reading(r) for suffix, r in _READERS.items()}
+
 
 
 # ---------------------------------------------------------------- rows -> records
-
-
-def _read_source(name: str, rows: Iterator[Row], unit: str, spec, stage: str, result: LoadResult) -> None:
-    convert = None
-    seen = result.rows_read
-    for line, row, problem in rows:
-        result.rows_read += 1
-        if problem is None and not isinstance(row, dict):
-            problem = (f"the row is a JSON {type(row).__name__}, not an object; write each row as "
-                       '{"key": value, ...}')
-        if problem is None:
-            convert = convert or _row_converter(row, spec, stage, f"{name}:{line}")
-            try:
-                result.records.append(convert(row, f"{name}:{line}"))
-            except BadRow as exc:
-                problem = str(exc)
-        if problem is not None:
-            result.problems.append(Problem(name, line, f"row {line}: {problem}" if unit == "row" else problem))
-        if _full(result, spec):
-            return
-    if result.rows_read == seen:
-        result.problems.append(Problem(name, 1, "the file has no rows; add rows or remove it from the dataset"))
-
-
-def _full(result: LoadResult, spec) -> bool:
-    return spec.max_samples is not None and len(result.records) >= spec.max_samples
 
 
 def _row_converter(first: dict, spec, stage: str, where: str) -> Callable[[dict, str], object]:
