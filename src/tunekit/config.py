@@ -63,7 +63,7 @@ class DataConfig:
     train_on_prompt: bool = False  # also train on system/user tokens
     mask_history: bool = False  # train only the last assistant turn
     packing: bool | None = None  # several samples per row; None: on for sft when supported
-    num_proc: int = 1  # tokenization worker processes
+    num_proc: int | None = None  # tokenization worker processes; None: every core
     cache_dir: str | None = None  # tokenized cache; default $TUNEKIT_CACHE or ~/.cache/tunekit
     skip_bad_rows: bool = False  # train without the rows `data check` reports; false: refuse to start
 

@@ -1,4 +1,4 @@
-"""data.num_proc: forked tokenizer workers give exactly the dataset one process gives."""
+"""data.num_proc: shards tokenized by forked workers give exactly the dataset one process gives."""
 
 import pytest
 from helpers import NER_TRAIN, SHARED, make_config
@@ -20,8 +20,7 @@ def prepared(model_dir, tmp_path, num_proc: int):
 
 
 def test_two_workers_give_the_same_ids_labels_and_stats(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "MIN_CHUNK", 8)  # 120 conversations -> 8 ranges of 15, 4 per worker
-    assert pipeline._ranges(120, 2)[:2] == [(0, 15), (15, 30)] and len(pipeline._ranges(120, 2)) == 8
+    monkeypatch.setattr(pipeline, "SHARD_ROWS", 15)  # 2 files of 60 conversations -> 8 shards, 4 per worker
 
     one = prepared(tiny_model_dir, tmp_path, num_proc=1)
     two = prepared(tiny_model_dir, tmp_path, num_proc=2)

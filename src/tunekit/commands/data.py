@@ -78,6 +78,6 @@ def tokenize(args) -> int:
     data = prepare_data(cfg, tokenizer, template)
     print(format_report(data.stats, data.problems, cfg.data.cutoff_len, problems_file(cfg, data)))
     state = "already cached" if data.cache_hit else "tokenized"
-    print(f"{state}: {len(data.train)} samples, fingerprint {data.fingerprint} "
-          f"in {cache_root(cfg) / 'datasets' / data.fingerprint}")
+    print(f"{state}: {len(data.train)} samples, fingerprint {data.fingerprint}, "
+          f"in {cache_root(cfg) / 'datasets'} (one entry per data file)")
     return 0

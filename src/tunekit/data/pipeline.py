@@ -1,20 +1,26 @@
-"""Records -> tokenized dataset: batched tokenization, an on-disk cache, length statistics.
+"""Records -> tokenized dataset: streamed, sharded, on every core, cached per file, resumable.
 
     data = prepare_data(cfg, tokenizer, template)   # PreparedData(train, eval, stats, ...)
 
-The cache key is a hash of the data files' bytes, the dataset options, the tokenizer, the
-template and the length options; a second run with the same inputs loads the Arrow files
-instead of tokenizing again, and any changed input misses. A cache entry is written to a
-temporary folder and renamed into place, so a crash never leaves half an entry. Under
-torchrun / accelerate only the main process tokenizes; the others wait and read the cache.
+Each data file is read as a stream (formats.read_source) and cut into shards of at most
+SHARD_ROWS rows or SHARD_CHARS characters of text. Each shard is tokenized on its own and
+written as an Arrow file with a small JSON of its statistics and bad rows, so memory does
+not grow with the data: the dataset is the shards' Arrow files, memory-mapped and joined.
+Shards go to `data.num_proc` forked worker processes (default: every core; each with a
+single-threaded tokenizer); a dataset of one shard is tokenized in the calling process,
+where a batched call already runs the Rust tokenizer on every core.
 
-Conversations are tokenized in ranges, one batched fast-tokenizer call per range; with
-`data.num_proc` > 1 the ranges go to that many forked worker processes (each with a
-single-threaded tokenizer), and the result is the same as with one; on a small machine
-one process is faster, as a batched call already runs the Rust tokenizer on every core
-(docs/throughput.md). Ranges come back as flat arrays, from which the Arrow columns are
-built. An sft dataset has the columns input_ids, labels and length (what the Trainer's
-group_by_length sampler reads instead of measuring every row).
+The cache follows the files: every file has its own entry, keyed by its path and bytes,
+the dataset options, the tokenizer, the template and the length options. A second run
+loads the entries instead of tokenizing; a new or changed file costs only that file. A
+shard is written to a temporary name and renamed, its JSON last, so a killed run resumes
+at the first shard without one; `done.json` marks a finished file. Under torchrun /
+accelerate only the main process tokenizes; the others say what they wait for, then read.
+
+An sft dataset has the columns input_ids, labels and length (what the Trainer's
+group_by_length sampler reads instead of measuring every row). A pt dataset joins each
+shard's documents with EOS and cuts them into blocks of cutoff_len tokens; a shard's last
+block may be shorter. Token-length statistics come from histograms, not lists.
 """
 
 from __future__ import annotations
@@ -23,34 +29,42 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import multiprocessing
 import os
-import shutil
-import tempfile
-import time
+import sys
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, concatenate_datasets
 from datasets.table import InMemoryTable
 
 from tunekit.config import Config
-from tunekit.data.formats import load_records, source_files
-from tunekit.data.records import Conversation, Problem, TextRecord
+from tunekit.data.formats import (
+    FileSource,
+    check_has_rows,
+    empty_file_problem,
+    read_source,
+    source_files,
+    sources,
+)
+from tunekit.data.progress import Progress
+from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
-from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
-from tunekit.processes import main_process_first
+from tunekit.errors import DataError
+from tunekit.processes import is_distributed, is_main_process, main_process_first
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "3"  # bump when the tokenized layout or the masking rules change
-CHUNK = 1000  # conversations per tokenizer call, at most
-MIN_CHUNK = 64  # ... and at least, when ranges are split for num_proc workers
-TOKEN_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int64())), ("labels", pa.list_(pa.int64())),
-                          ("length", pa.int64())])
+SHARD_ROWS = 50_000  # rows per shard, at most ...
+SHARD_CHARS = 16 << 20  # ... and characters of text per shard
+BATCH = 1000  # rows per tokenizer call
+SFT_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
+                        ("length", pa.int64())])
+PT_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
 
 
 @dataclass
@@ -72,109 +86,63 @@ def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None) -> Prepa
     train, stats, problems, key, hit = _cached(cfg, cfg.data.datasets, tokenizer, template)
     evaluation = None
     if cfg.data.eval_datasets:
-        evaluation, _, eval_problems, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
-        problems = problems + eval_problems
-    elif cfg.data.val_size > 0:
-        split = train.train_test_split(test_size=validation_rows(cfg.data.val_size, len(train)), seed=cfg.train.seed)
+        evaluation, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
+    elif cfg.data.val_size > 0 and len(train) > 1:
+        size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
+        split = train.train_test_split(test_size=size, seed=cfg.train.seed)
         train, evaluation = split["train"], split["test"]
     return PreparedData(train, evaluation, stats, problems, key, hit)
 
 
-def validation_rows(val_size: float, samples: int) -> int:
-    """data.val_size as a row count, refused when it would leave no training rows."""
-    rows = int(val_size) if val_size >= 1 else math.ceil(val_size * samples)
-    if rows >= samples:
-        raise ConfigError(f"data.val_size is {val_size:g}, which holds out {rows} of the {samples} training "
-                          "samples and leaves none to train on: give a smaller fraction (e.g. 0.05) or count")
-    return rows
-
-
 def _cached(cfg: Config, specs, tokenizer, template):
-    key = fingerprint(cfg, specs, tokenizer, template)
-    path = cache_root(cfg) / "datasets" / key
+    job = _Job(cfg.train.stage, tokenizer, template, cfg.data.cutoff_len, cfg.data.train_on_prompt,
+               cfg.data.mask_history)
+    if job.stage == "pt" and tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no eos_token to put between documents: set one for stage pt")
+    base = _base_key(cfg, tokenizer, template)
+    if is_distributed() and not is_main_process():
+        print(f"rank {os.environ.get('RANK')}: waiting for the main process to tokenize the data into "
+              f"{cache_root(cfg) / 'datasets'}", file=sys.stderr, flush=True)
     with main_process_first():
-        if not (path / "stats.json").is_file():
-            dataset, stats, problems = tokenize(cfg, specs, tokenizer, template)
-            _write_entry(path, dataset, stats, problems)
-            hit = False
-        else:
-            hit = True
-    dataset = load_from_disk(str(path / "dataset"))
-    meta = json.loads((path / "stats.json").read_text(encoding="utf-8"))
-    problems = [Problem(**p) for p in meta.pop("problems")]
-    return dataset, meta, problems, key, hit
+        entries, hit = _tokenize_all(cfg, specs, job, base)
+    stats, problems = _summary(entries, job, specs)
+    key = hashlib.sha256("".join(e.key for e in entries).encode()).hexdigest()[:20]
+    return _assemble(entries), stats, problems, key, hit
 
 
-def _write_entry(path: Path, dataset: Dataset, stats: dict, problems: list[Problem]) -> None:
-    """Into `.KEY.PID.XXXX` beside the entry, then renamed; stale ones of dead writers are removed first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
-    try:
-        dataset.save_to_disk(str(tmp / "dataset"))
-        meta = dict(stats, problems=[asdict(p) for p in problems])
-        (tmp / "stats.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        if path.exists():  # another writer won the race: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(path)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(exc):
-            raise TunekitError(f"disk full while writing the tokenized data to {path.parent}: nothing was kept; "
-                               "free some space, or point data.cache_dir at a disk with room") from None
-        raise
+# ---------------------------------------------------------------- cache keys
 
 
-STALE_AFTER_S = 24 * 3600  # a temporary entry whose writer cannot be identified is removed after this
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete hidden `.KEY.PID.XXXX` folders left by killed writers (dead PID, or older than a day)."""
-    removed = []
-    for tmp in folder.glob(".*"):
-        pid = tmp.name.split(".")[2] if tmp.name.count(".") >= 3 else ""
-        alive = pid.isdigit() and _process_alive(int(pid))
-        try:
-            old = time.time() - tmp.stat().st_mtime > STALE_AFTER_S
-        except FileNotFoundError:
-            continue
-        if tmp.is_dir() and (not alive if pid.isdigit() else old):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    if removed:
-        log.info("removed %d unfinished cache entries left by killed runs in %s", len(removed), folder)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fingerprint(cfg: Config, specs, tokenizer, template: ChatTemplate | None) -> str:
-    """Hash of everything the tokenized data depends on."""
+def _base_key(cfg: Config, tokenizer, template: ChatTemplate | None) -> str:
+    """Hash of what every file's tokens depend on besides the file itself."""
     h = hashlib.sha256(CACHE_VERSION.encode())
-    for spec in specs:
-        h.update(json.dumps(asdict(spec), sort_keys=True).encode())
-        for path in source_files(spec):
-            h.update(str(path).encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
     h.update(_tokenizer_identity(tokenizer).encode())
     if template is not None:
         h.update(template.source.encode())
         h.update(template.eot_text.encode())
     d = cfg.data
-    h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.overlength, d.train_on_prompt, d.mask_history]).encode())
+    h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.train_on_prompt, d.mask_history,
+                         SHARD_ROWS, SHARD_CHARS]).encode())
+    return h.hexdigest()
+
+
+def _entry_key(base: str, spec, source, limit: int | None) -> str:
+    h = hashlib.sha256(base.encode())
+    h.update(json.dumps([asdict(spec), source.name, limit], sort_keys=True).encode())
+    if isinstance(source, FileSource):
+        with open(source.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:20]
+
+
+def fingerprint(cfg: Config, specs, tokenizer, template: ChatTemplate | None) -> str:
+    """Hash of everything the tokenized data depends on (the files' bytes included)."""
+    h = hashlib.sha256(_base_key(cfg, tokenizer, template).encode())
+    for spec in specs:
+        h.update(json.dumps(asdict(spec), sort_keys=True).encode())
+        for path in source_files(spec):
+            h.update(_entry_key("", spec, FileSource(path), None).encode())
     return h.hexdigest()[:20]
 
 
@@ -184,130 +152,255 @@ def _tokenizer_identity(tokenizer) -> str:
     return hashlib.sha256(body.encode()).hexdigest() + json.dumps(tokenizer.special_tokens_map, sort_keys=True)
 
 
-def tokenize(cfg: Config, specs, tokenizer, template) -> tuple[Dataset, dict, list[Problem]]:
-    """Read, convert and tokenize; returns the dataset, its statistics and the bad rows."""
-    loaded = load_records(specs, cfg.train.stage)
-    if not loaded.records:
-        shown = "".join(f"\n  {p}" for p in loaded.problems[:10])
-        more = f"\n  ... and {len(loaded.problems) - 10} more" if len(loaded.problems) > 10 else ""
-        raise DataError("no usable rows in " + ", ".join(s.path for s in specs) + shown + more)
-    if cfg.train.stage == "pt":
-        dataset, stats = _tokenize_text(loaded.records, tokenizer, cfg.data.cutoff_len)
-        problems = []
-    else:
-        dataset, stats, problems = _tokenize_conversations(loaded.records, template, cfg)
-    stats.update(rows_read=loaded.rows_read, skipped=len(loaded.problems) + len(problems))
-    return dataset, stats, loaded.problems + problems
-
-
-def _tokenize_conversations(records: list[Conversation], template: ChatTemplate, cfg: Config):
-    job = (records, template, cfg.data)
-    parts = _map_ranges(job, _ranges(len(records), cfg.data.num_proc), cfg.data.num_proc)
-    table = pa.concat_tables([part.table() for part in parts]) if parts else TOKEN_SCHEMA.empty_table()
-    lengths = [n for part in parts for n in part.lengths]
-    answers_lost = sum(part.answers_lost for part in parts)
-    dropped = sum(part.dropped for part in parts)
-    if table.num_rows == 0 and lengths:
-        raise DataError(f"no sample fits data.cutoff_len={cfg.data.cutoff_len}: {dropped} longer ones dropped, "
-                        f"{answers_lost} lost their whole answer to truncation (median length "
-                        f"{length_percentiles(lengths)['p50']} tokens); raise data.cutoff_len")
-    stats = dict(kept=table.num_rows, overlength=cfg.data.overlength, dropped_overlength=dropped,
-                 truncated=sum(part.truncated for part in parts), answers_lost=answers_lost,
-                 **length_percentiles(lengths))
-    return Dataset(InMemoryTable(table)), stats, [problem for part in parts for problem in part.problems]
+# ---------------------------------------------------------------- reading into shards
 
 
 @dataclass
-class _Part:
-    """One range of conversations tokenized: flat ids and labels, and each kept sample's length."""
+class _Job:
+    """What a shard is tokenized with; inherited by forked workers, never pickled."""
 
-    ids: np.ndarray
-    labels: np.ndarray
-    kept_lengths: np.ndarray
-    lengths: list[int]  # before truncation, for the statistics
-    truncated: int
-    answers_lost: int
-    dropped: int
-    problems: list[Problem]
-
-    def table(self) -> pa.Table:
-        offsets = pa.array(np.concatenate([[0], np.cumsum(self.kept_lengths)]), pa.int32())
-        columns = [pa.ListArray.from_arrays(offsets, pa.array(self.ids)),
-                   pa.ListArray.from_arrays(offsets, pa.array(self.labels)), pa.array(self.kept_lengths)]
-        return pa.Table.from_arrays(columns, schema=TOKEN_SCHEMA)
+    stage: str
+    tokenizer: object
+    template: ChatTemplate | None
+    cutoff_len: int
+    train_on_prompt: bool
+    mask_history: bool
 
 
-def _ranges(total: int, workers: int) -> list[tuple[int, int]]:
-    """Index ranges of about CHUNK conversations, smaller so that `workers` processes share them evenly."""
-    size = CHUNK if workers <= 1 else max(MIN_CHUNK, min(CHUNK, -(-total // (4 * workers))))
-    return [(start, min(start + size, total)) for start in range(0, total, size)]
+@dataclass
+class _Entry:
+    """One file's (or hub dataset's) place in the cache."""
+
+    spec: object
+    key: str
+    folder: Path
+    meta: dict = field(default_factory=dict)  # done.json: shards, statistics, problems
 
 
-def _encode_range(job, start: int, end: int) -> _Part:
-    records, template, d = job
-    problems: list[Problem] = []
-    ids_out, labels_out, lengths = [], [], []
-    truncated = answers_lost = dropped = 0
-    for enc in _encode_chunk(template, records[start:end], d.train_on_prompt, d.mask_history, problems):
-        if enc is None:
-            continue
-        lengths.append(len(enc.input_ids))
-        ids, labels = enc.input_ids, enc.labels
-        if len(ids) > d.cutoff_len and d.overlength == "drop":
-            dropped += 1
-            continue
-        if len(ids) > d.cutoff_len:
-            truncated += 1
-            ids, labels = ids[: d.cutoff_len], labels[: d.cutoff_len]
-            if all(label == IGNORE_INDEX for label in labels):
-                answers_lost += 1
+@dataclass
+class _Shard:
+    index: int
+    records: list = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    rows: int = 0
+    chars: int = 0
+
+
+def _tokenize_all(cfg: Config, specs, job: _Job, base: str) -> tuple[list[_Entry], bool]:
+    """Every file's entry, tokenizing the files whose entry is missing or unfinished."""
+    root = cache_root(cfg) / "datasets"
+    units = [(spec, source) for spec in specs for source in sources(spec, job.stage)]
+    total = sum(source.size for _, source in units)
+    progress = Progress("tokenizing", total)
+    entries, hit, done_bytes, rows = [], True, 0, 0
+    with _Workers(job, cfg.data.num_proc) as workers:
+        remaining: dict[int, int | None] = {}
+        for spec, source in units:
+            left = remaining.setdefault(id(spec), spec.max_samples)
+            if left == 0:
                 continue
-        ids_out.append(ids)
-        labels_out.append(labels)
-    kept = np.array([len(ids) for ids in ids_out], dtype=np.int64)
-    return _Part(_flat(ids_out, kept), _flat(labels_out, kept), kept, lengths, truncated, answers_lost, dropped,
-                 problems)
+            key = _entry_key(base, spec, source, left)
+            entry = _Entry(spec, key, root / key)
+            if not (entry.folder / "done.json").is_file():
+                hit = False
+                entry.meta = _read_file(source, spec, job, entry, left, workers, progress, (done_bytes, rows))
+            else:
+                entry.meta = json.loads((entry.folder / "done.json").read_text(encoding="utf-8"))
+            entries.append(entry)
+            done_bytes, rows = done_bytes + source.size, rows + entry.meta["rows_read"]
+            if left is not None:
+                remaining[id(spec)] = left - entry.meta["records"]
+        workers.join()
+    for entry in entries:
+        if not entry.meta.get("done"):
+            entry.meta = _finish_entry(entry)
+    for spec in specs:
+        mine = [e for e in entries if e.spec is spec]
+        check_has_rows(spec, sum(e.meta["rows_read"] for e in mine), [p for e in mine for p in _problems(e)])
+    progress.finish(rows, done_bytes)
+    return entries, hit
 
 
-def _flat(rows: list[list[int]], lengths: np.ndarray) -> np.ndarray:
-    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+def _read_file(source, spec, job: _Job, entry: _Entry, limit, workers: _Workers, progress, before) -> dict:
+    """Read one file into shards; those already written by a killed run are skipped. Returns the
+    reading-side facts; the shards' statistics are joined by _finish_entry once all are written."""
+    entry.folder.mkdir(parents=True, exist_ok=True)
+    for stale in entry.folder.glob(".tmp-*"):
+        stale.unlink(missing_ok=True)
+    done_bytes, rows_before = before
+    finished = {int(p.stem.split("-")[1]) for p in entry.folder.glob("shard-*.json")}
+    shard, rows, records = _Shard(0), 0, 0
+    for item in read_source(source, spec, job.stage, limit):
+        rows += 1
+        if isinstance(item, Problem):
+            shard.problems.append(item)
+        else:
+            shard.records.append(item)
+            shard.chars += _chars(item)
+            records += 1
+        shard.rows += 1
+        if shard.rows >= SHARD_ROWS or shard.chars >= SHARD_CHARS:
+            workers.submit(entry.folder, shard, skip=shard.index in finished)
+            shard = _Shard(shard.index + 1)
+        if rows % 1000 == 0:
+            progress.update(rows_before + rows, done_bytes + source.tell())
+    last = shard.rows > 0 or shard.index == 0  # an empty file has one empty shard
+    if last:
+        workers.submit(entry.folder, shard, skip=shard.index in finished)
+    return {"rows_read": rows, "records": records, "shards": shard.index + last,
+            "empty": [asdict(empty_file_problem(source))] if rows == 0 else []}
 
 
-_WORKER_JOB = None  # what a worker process encodes ranges of; inherited through fork, never pickled
+def _chars(record) -> int:
+    if isinstance(record, Conversation):
+        return sum(len(m["content"]) for m in record.messages)
+    return len(record.text)
 
 
-def _map_ranges(job, ranges: list[tuple[int, int]], workers: int) -> list[_Part]:
-    """_encode_range over `ranges`, in order, in `workers` forked processes when there are several."""
-    workers = min(workers, len(ranges))
-    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
-        log.warning("data.num_proc=%d needs the 'fork' start method, which this platform lacks: "
-                    "tokenizing in one process", workers)
-        workers = 1
-    if workers <= 1:
-        return [_encode_range(job, start, end) for start, end in ranges]
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers, initializer=_start_worker, initargs=(job,)) as pool:
-        return pool.starmap(_encode_in_worker, ranges, chunksize=1)
+def _finish_entry(entry: _Entry) -> dict:
+    """Join the shards' statistics into done.json, which marks the file finished."""
+    meta = dict(entry.meta, done=True, shard_files=[], lengths={}, problems=list(entry.meta["empty"]))
+    lengths: Counter = Counter()
+    totals: Counter = Counter()
+    for index in range(entry.meta["shards"]):
+        shard = json.loads((entry.folder / f"shard-{index:05d}.json").read_text(encoding="utf-8"))
+        if shard["kept"]:
+            meta["shard_files"].append(f"shard-{index:05d}.arrow")
+        lengths.update({int(k): v for k, v in shard.pop("lengths").items()})
+        meta["problems"] += shard.pop("problems")
+        totals.update(shard)
+    meta.update(totals, lengths={str(k): v for k, v in sorted(lengths.items())})
+    _write_json(entry.folder / "done.json", meta)
+    return meta
 
 
-def _start_worker(job) -> None:
+def _problems(entry: _Entry) -> list[Problem]:
+    return [Problem(**p) for p in entry.meta["problems"]]
+
+
+# ---------------------------------------------------------------- workers
+
+
+class _Workers:
+    """Shards tokenized in order of submission: in this process while there is only one, else in a pool
+    of forked workers with a bounded number of shards in flight (so memory stays flat)."""
+
+    def __init__(self, job: _Job, num_proc: int | None):
+        self.job, self.count = job, num_proc or len(os.sched_getaffinity(0))
+        self.held: tuple | None = None
+        self.pool, self.flight = None, deque()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] else self.pool.close()
+            self.pool.join()
+
+    def submit(self, folder: Path, shard: _Shard, skip: bool) -> None:
+        if skip:
+            return
+        if self.pool is None and self.held is None and self.count > 1:
+            self.held = (folder, shard)  # a second shard will start the pool
+            return
+        if self.pool is None and self.count > 1:
+            self._start()
+        if self.pool is None:
+            _encode_shard(self.job, folder, shard)
+            return
+        while len(self.flight) >= 2 * self.count:
+            self.flight.popleft().get()
+        self.flight.append(self.pool.apply_async(_encode_in_worker, (folder, shard)))
+
+    def join(self) -> None:
+        if self.held is not None:
+            _encode_shard(self.job, *self.held)
+            self.held = None
+        while self.flight:
+            self.flight.popleft().get()
+
+    def _start(self) -> None:
+        if "fork" not in multiprocessing.get_all_start_methods():
+            log.warning("tokenizing in one process: worker processes need the 'fork' start method")
+            self.count = 1
+            return
+        context = multiprocessing.get_context("fork")
+        self.pool = context.Pool(self.count, initializer=_start_worker, initargs=(self.job,))
+        folder, shard = self.held
+        self.held = None
+        self.flight.append(self.pool.apply_async(_encode_in_worker, (folder, shard)))
+
+
+_WORKER_JOB: _Job | None = None  # set in each forked worker
+
+
+def _start_worker(job: _Job) -> None:
     global _WORKER_JOB
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
     _WORKER_JOB = job
 
 
-def _encode_in_worker(start: int, end: int) -> _Part:
-    return _encode_range(_WORKER_JOB, start, end)
+def _encode_in_worker(folder: Path, shard: _Shard) -> None:
+    _encode_shard(_WORKER_JOB, folder, shard)
 
 
-def _encode_chunk(template, chunk, train_on_prompt, mask_history, problems):
+# ---------------------------------------------------------------- one shard -> Arrow file + JSON
+
+
+def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> None:
+    if job.stage == "pt":
+        table, stats, problems = _encode_text(job, shard.records)
+    else:
+        table, stats, problems = _encode_conversations(job, shard.records)
+    name = f"shard-{shard.index:05d}"
+    tmp = folder / f".tmp-{name}.arrow"
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=BATCH)
+    tmp.rename(folder / f"{name}.arrow")
+    problems = [asdict(p) for p in shard.problems + problems]
+    _write_json(folder / f"{name}.json", dict(stats, problems=problems, kept=table.num_rows))
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+    tmp.rename(path)
+
+
+def _encode_conversations(job: _Job, records: list[Conversation]):
+    problems: list[Problem] = []
+    ids_out, labels_out, lengths = [], [], Counter()
+    truncated = answers_lost = 0
+    for start in range(0, len(records), BATCH):
+        for enc in _encode_batch(job, records[start: start + BATCH], problems):
+            if enc is None:
+                continue
+            lengths[len(enc.input_ids)] += 1
+            ids, labels = enc.input_ids, enc.labels
+            if len(ids) > job.cutoff_len:
+                truncated += 1
+                ids, labels = ids[: job.cutoff_len], labels[: job.cutoff_len]
+                if all(label == IGNORE_INDEX for label in labels):
+                    answers_lost += 1
+                    continue
+            ids_out.append(ids)
+            labels_out.append(labels)
+    kept = np.array([len(ids) for ids in ids_out], dtype=np.int64)
+    columns = [_lists(_flat(ids_out, kept), kept), _lists(_flat(labels_out, kept), kept), pa.array(kept)]
+    stats = {"truncated": truncated, "answers_lost": answers_lost, "lengths": lengths}
+    return pa.Table.from_arrays(columns, schema=SFT_SCHEMA), stats, problems
+
+
+def _encode_batch(job: _Job, batch: list[Conversation], problems: list[Problem]):
+    template = job.template
     try:
-        return template.encode_many(chunk, train_on_prompt, mask_history)
+        return template.encode_many(batch, job.train_on_prompt, job.mask_history)
     except TemplateError:  # find the culprits one by one, keep the rest
         out = []
-        for conv in chunk:
+        for conv in batch:
             try:
-                out.append(template.encode(conv, train_on_prompt, mask_history))
+                out.append(template.encode(conv, job.train_on_prompt, job.mask_history))
             except TemplateError as exc:
                 file, _, line = conv.source.rpartition(":")
                 message = str(exc).split(": ", 1)[1] if conv.source and str(exc).startswith(conv.source) else str(exc)
@@ -316,30 +409,93 @@ def _encode_chunk(template, chunk, train_on_prompt, mask_history, problems):
         return out
 
 
-def _tokenize_text(records: list[TextRecord], tokenizer, block: int):
-    """Continued pretraining: documents joined with EOS and cut into blocks of `block` tokens."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise DataError("the tokenizer has no eos_token to put between documents: set one for stage pt")
-    lengths, stream = [], []
-    for start in range(0, len(records), CHUNK):
-        texts = [r.text for r in records[start: start + CHUNK]]
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-            lengths.append(len(ids) + 1)
-            stream.extend(ids)
-            stream.append(eos)
-    blocks = [stream[i: i + block] for i in range(0, len(stream), block)]
-    if len(blocks) > 1 and len(blocks[-1]) < 2:
-        blocks.pop()
-    dataset = Dataset.from_dict({"input_ids": blocks, "labels": blocks})
-    stats = dict(kept=len(records), blocks=len(blocks), tokens=len(stream), truncated=0, answers_lost=0,
-                 **length_percentiles(lengths))
-    return dataset, stats
+def _encode_text(job: _Job, records: list):
+    """Continued pretraining: the shard's documents joined with EOS and cut into blocks of cutoff_len."""
+    eos, block = job.tokenizer.eos_token_id, job.cutoff_len
+    pieces, lengths = [], Counter()
+    for start in range(0, len(records), BATCH):
+        texts = [r.text for r in records[start: start + BATCH]]
+        rows = job.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        sizes = np.fromiter((len(ids) + 1 for ids in rows), dtype=np.int64, count=len(rows))
+        lengths.update(sizes.tolist())
+        flat = np.fromiter(itertools.chain.from_iterable(ids + [eos] for ids in rows), dtype=np.int32,
+                           count=int(sizes.sum()))
+        pieces.append(flat)
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    cuts = np.append(np.arange(0, len(stream), block), len(stream))
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < 2:  # a last block of one token teaches nothing
+        cuts = cuts[:-1]
+        stream = stream[: cuts[-1]]
+    blocks = _lists(stream, np.diff(cuts))
+    stats = {"truncated": 0, "answers_lost": 0, "lengths": lengths, "tokens": int(len(stream)),
+             "blocks": len(blocks)}
+    return pa.Table.from_arrays([blocks, blocks], schema=PT_SCHEMA), stats, []
+
+
+def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
+
+
+def _flat(rows: list[list[int]], lengths: np.ndarray) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+
+
+# ---------------------------------------------------------------- entries -> dataset and report
+
+
+def _assemble(entries: list[_Entry]) -> Dataset:
+    parts = [Dataset.from_file(str(e.folder / name)) for e in entries for name in e.meta["shard_files"]]
+    if not parts:
+        return Dataset(InMemoryTable(SFT_SCHEMA.empty_table()))
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def _summary(entries: list[_Entry], job: _Job, specs) -> tuple[dict, list[Problem]]:
+    """The whole dataset's statistics and bad rows; a dataset with nothing usable is refused here."""
+    meta = [e.meta for e in entries]
+    problems = [p for e in entries for p in _problems(e)]
+    lengths = Counter()
+    for m in meta:
+        lengths.update({int(k): v for k, v in m["lengths"].items()})
+    total = {k: sum(m.get(k, 0) for m in meta) for k in ("rows_read", "records", "kept", "truncated",
+                                                         "answers_lost", "tokens", "blocks")}
+    if total["records"] == 0:
+        shown = "".join(f"\n  {p}" for p in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DataError("no usable rows in " + ", ".join(s.path for s in specs) + shown + more)
+    percentiles = histogram_percentiles(lengths)
+    if total["kept"] == 0 and job.stage == "sft":
+        raise DataError(f"no sample fits data.cutoff_len={job.cutoff_len}: {total['answers_lost']} lost their "
+                        f"whole answer to truncation (median length {percentiles['p50']} tokens); "
+                        "raise data.cutoff_len")
+    stats = dict(rows_read=total["rows_read"], kept=total["kept"] if job.stage == "sft" else total["records"],
+                 skipped=len(problems), truncated=total["truncated"], answers_lost=total["answers_lost"],
+                 **percentiles)
+    if job.stage == "pt":
+        stats.update(blocks=total["blocks"], tokens=total["tokens"])
+    return stats, problems
+
+
+def histogram_percentiles(counts: dict[int, int]) -> dict:
+    """p50/p90/p99/max of the values a {value: count} histogram holds, as numpy's linear percentile."""
+    if not counts:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
+    values = np.array(sorted(counts), dtype=np.float64)
+    ends = np.cumsum([counts[int(v)] for v in values])  # ends[i]: how many values are <= values[i]
+    n = int(ends[-1])
+
+    def at(rank: int) -> float:
+        return values[int(np.searchsorted(ends, rank, side="right"))]
+
+    out = {}
+    for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):
+        position = q / 100 * (n - 1)
+        low = int(np.floor(position))
+        out[name] = int(at(low) + (at(min(low + 1, n - 1)) - at(low)) * (position - low))
+    out["max"] = int(values[-1])
+    return out
 
 
 def length_percentiles(lengths: list[int]) -> dict:
-    if not lengths:
-        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
-    arr = np.asarray(lengths)
-    return {"p50": int(np.percentile(arr, 50)), "p90": int(np.percentile(arr, 90)),
-            "p99": int(np.percentile(arr, 99)), "max": int(arr.max())}
+    return histogram_percentiles(Counter(lengths))
