@@ -59,8 +59,8 @@ from tunekit.processes import is_distributed, is_main_process, main_process_firs
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "3"  # bump when the tokenized layout or the masking rules change
-SHARD_ROWS = 50_000  # rows per shard, at most ...
-SHARD_CHARS = 16 << 20  # ... and characters of text per shard
+SHARD_ROWS = 10_000  # rows per shard, at most ...
+SHARD_CHARS = 4 << 20  # ... and characters of text per shard
 BATCH = 1000  # rows per tokenizer call
 SFT_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                         ("length", pa.int64())])
