@@ -64,6 +64,8 @@ class DataConfig:
     mask_history: bool = False  # train only the last assistant turn
     packing: bool | None = None  # several samples per row; None: on for sft when supported
     num_proc: int | None = None  # tokenization worker processes; None: every core
+    streaming: bool = False  # read and tokenize while training, nothing ahead (needs train.max_steps)
+    shuffle_buffer: int = 10000  # streaming: rows shuffled together
     cache_dir: str | None = None  # tokenized cache; default $TUNEKIT_CACHE or ~/.cache/tunekit
     skip_bad_rows: bool = False  # train without the rows `data check` reports; false: refuse to start
 
@@ -363,6 +365,7 @@ def validate(cfg: Config) -> None:
                           "directory, overwrite replaces it; keep one")
     if t.max_steps <= 0 and t.num_epochs <= 0:
         raise ConfigError("set train.num_epochs > 0 or train.max_steps > 0")
+    _validate_streaming(d, t)
     _validate_eval(cfg)
 
 
@@ -390,6 +393,19 @@ def _validate_numbers(t: TrainConfig, me: MethodConfig) -> None:
             raise ConfigError(f"method.lora_alpha is {me.lora_alpha}: give a positive number (often 2 x lora_r)")
         if not 0 <= me.lora_dropout < 1:
             raise ConfigError(f"method.lora_dropout is {me.lora_dropout}: give a fraction in [0, 1)")
+
+
+def _validate_streaming(d: DataConfig, t: TrainConfig) -> None:
+    if not d.streaming:
+        return
+    if t.max_steps <= 0:
+        raise ConfigError("data.streaming is true, and a stream has no length to count epochs in: set "
+                          "train.max_steps to the number of optimizer steps")
+    if d.val_size:
+        raise ConfigError("data.val_size cannot hold rows out of a stream: give data.eval_datasets, or set "
+                          "data.val_size: 0")
+    if d.shuffle_buffer < 1:
+        raise ConfigError(f"data.shuffle_buffer is {d.shuffle_buffer}: give at least 1 row (1: no shuffling)")
 
 
 def _validate_eval(cfg: Config) -> None:

@@ -81,8 +81,15 @@ def cache_root(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir or os.environ.get("TUNEKIT_CACHE") or Path.home() / ".cache" / "tunekit")
 
 
-def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None) -> PreparedData:
-    """Tokenized train (and eval) sets for cfg, from the cache when the inputs are unchanged."""
+def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None, trained_samples: int = 0) -> PreparedData:
+    """Tokenized train (and eval) sets for cfg, from the cache when the inputs are unchanged. With
+    data.streaming the train set is a stream (tokenized as it is read) past `trained_samples` samples."""
+    if cfg.data.streaming:
+        from tunekit.data.stream import streamed_samples
+
+        train = streamed_samples(cfg, tokenizer, template, skip=trained_samples)
+        evaluation = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)[0] if cfg.data.eval_datasets else None
+        return PreparedData(train, evaluation, {"streaming": True})
     train, stats, problems, key, hit = _cached(cfg, cfg.data.datasets, tokenizer, template)
     evaluation = None
     if cfg.data.eval_datasets:

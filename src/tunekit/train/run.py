@@ -8,6 +8,7 @@ never ask the user to repeat it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -43,7 +44,7 @@ def train(cfg: Config) -> Path:
     check_run_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
-    data = prepare_data(cfg, tokenizer, template)
+    data = prepare_data(cfg, tokenizer, template, trained_samples=_trained_samples(cfg, Path(cfg.train.output_dir)))
     report_data(cfg, data)  # bad rows refuse the run here, before anything is written under output_dir
     run_dir = prepare_run_dir(cfg)
     model = build_model(cfg, tokenizer)
@@ -65,7 +66,8 @@ def report_data(cfg: Config, data) -> None:
     main = is_main_process()
     listing = problems_file(cfg, data, write=main)
     if main:
-        log.info("data: %d training samples%s (%s)", len(data.train), f", {len(data.eval)} eval"
+        log.info("data: %s training samples%s (%s)", "streamed" if cfg.data.streaming else len(data.train),
+                 f", {len(data.eval)} eval"
                  if data.eval is not None else "", "cache hit" if data.cache_hit else "tokenized")
         if data.problems:
             log.warning(problem_report(data.problems, listing))
@@ -171,7 +173,7 @@ def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
         seed=t.seed, data_seed=t.seed, report_to=t.report_to or "none", remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         torch_compile=t.torch_compile, use_liger_kernel=_liger(t.liger_kernel), deepspeed=t.deepspeed,
-        dataloader_num_workers=t.dataloader_workers,
+        dataloader_num_workers=t.dataloader_workers, ignore_data_skip=cfg.data.streaming,  # the stream skips
         ddp_find_unused_parameters=False,  # every method uses all its trainable weights in each forward
         save_strategy="steps", label_names=["labels"], disable_tqdm=False, use_cpu=use_cpu(),
     )
@@ -196,6 +198,15 @@ def _precision(precision: str, model_dtype: str) -> str:
     if precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise ConfigError(f"train.precision {precision} needs a GPU; on the CPU use fp32 (or auto)")
     return precision
+
+
+def _trained_samples(cfg: Config, run_dir: Path) -> int:
+    """Streaming mode: how many samples of its stream each process trained on before the checkpoint resumed."""
+    checkpoint = resume_checkpoint(cfg, run_dir) if cfg.data.streaming else None
+    if checkpoint is None:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return state["global_step"] * cfg.train.batch_size * cfg.train.grad_accum
 
 
 def resume_checkpoint(cfg: Config, run_dir: Path) -> str | None:
