@@ -113,3 +113,20 @@ def test_streaming_training_runs_and_resumes_past_the_trained_samples(tiny_model
     steps = Counter(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
                     if "loss" in json.loads(line))
     assert 3 in steps
+
+
+def test_a_hub_dataset_is_streamed_from_the_hub_not_downloaded(tiny_model_dir, tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(path, name=None, split=None, streaming=False):
+        calls.append((path, split, streaming))
+        return iter([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    cfg = config(tiny_model_dir, tmp_path, shuffle_buffer=1)
+    cfg.data.datasets[0].path = "someone/chat"
+    tokenizer, template = setup(cfg)
+    samples = first_pass(cfg, tokenizer, template, 3)
+    assert calls[0] == ("someone/chat", "train", True) and len(samples) == 3

@@ -99,14 +99,15 @@ def load_one(spec, stage: str) -> LoadResult:
     return result
 
 
-def sources(spec, stage: str) -> list[Source]:
-    """Where one dataset's rows come from, in order: its files, or the hub dataset it names."""
+def sources(spec, stage: str, streaming: bool = False) -> list[Source]:
+    """Where one dataset's rows come from, in order: its files, or the hub dataset it names (streamed from
+    the hub, not downloaded whole, when `streaming`)."""
     if stage not in ("sft", "pt"):
         raise DataError(f"stage '{stage}' has no dataset reader: use sft or pt")
     if spec.max_samples is not None and spec.max_samples <= 0:
         raise DataError(f"max_samples of dataset {spec.path} is {spec.max_samples}: give a positive count")
     files = _resolve(spec)
-    return [FileSource(path) for path in files] if files is not None else [HubSource(spec)]
+    return [FileSource(path) for path in files] if files is not None else [HubSource(spec, streaming)]
 
 
 def read_source(source: Source, spec, stage: str, limit: int | None = None) -> Iterator[object]:
@@ -187,15 +188,16 @@ class HubSource:
 
     unit, size = "row", 0
 
-    def __init__(self, spec):
-        self.spec, self.name = spec, spec.path
+    def __init__(self, spec, streaming: bool = False):
+        self.spec, self.name, self.streaming = spec, spec.path, streaming
 
     def rows(self) -> Iterator[Row]:
         spec = self.spec
         try:
             import datasets
 
-            table = datasets.load_dataset(spec.path, name=spec.subset, split=spec.split)
+            more = {"streaming": True} if self.streaming else {}
+            table = datasets.load_dataset(spec.path, name=spec.subset, split=spec.split, **more)
         except Exception as exc:  # network, missing dataset or split: all mean "cannot load it"
             raise DataError(f"dataset {spec.path} is not a local file or folder, and loading it from the Hugging "
                             f"Face hub (subset {spec.subset}, split {spec.split}) failed: {exc}. Check the path "

@@ -47,7 +47,6 @@ from tunekit.data.formats import (
     check_has_rows,
     empty_file_problem,
     read_source,
-    source_files,
     sources,
 )
 from tunekit.data.progress import Progress
@@ -140,16 +139,6 @@ def _entry_key(base: str, spec, source, limit: int | None) -> str:
         with open(source.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-    return h.hexdigest()[:20]
-
-
-def fingerprint(cfg: Config, specs, tokenizer, template: ChatTemplate | None) -> str:
-    """Hash of everything the tokenized data depends on (the files' bytes included)."""
-    h = hashlib.sha256(_base_key(cfg, tokenizer, template).encode())
-    for spec in specs:
-        h.update(json.dumps(asdict(spec), sort_keys=True).encode())
-        for path in source_files(spec):
-            h.update(_entry_key("", spec, FileSource(path), None).encode())
     return h.hexdigest()[:20]
 
 

@@ -75,7 +75,7 @@ def _records(cfg: Config) -> Iterator[object]:
     stage = cfg.train.stage
     for spec in cfg.data.datasets:
         kept = 0
-        for source in sources(spec, stage):
+        for source in sources(spec, stage, streaming=True):
             limit = None if spec.max_samples is None else spec.max_samples - kept
             if limit == 0:
                 break
