@@ -77,10 +77,13 @@ def test_a_killed_tokenization_resumes_at_the_shard_it_reached(tiny_model_dir, t
     [entry] = (tmp_path / "cache" / "datasets").iterdir()
     assert sorted(p.name for p in entry.glob("shard-*.json")) == [f"shard-0000{i}.json" for i in range(3)]
     assert (entry / "shard-00003.arrow").is_file() and not (entry / "done.json").exists()
+    (entry / f".tmp-{os.getpid()}-shard-00009.arrow").write_bytes(b"a live writer's")  # this process: kept
+    assert [p.name for p in entry.glob(".tmp-*")] == [f".tmp-{os.getpid()}-shard-00009.arrow"]
+    (entry / ".tmp-999999999-shard-00004.arrow").write_bytes(b"left by a dead worker")
 
     resumed = prepared(tiny_model_dir, tmp_path, data)
     assert encoded == [(entry.name, i) for i in (3, 4, 5)]  # shards 0-2 were not tokenized again
-    assert not resumed.cache_hit and not list(entry.glob(".tmp-*"))
+    assert not resumed.cache_hit and [p.name for p in entry.glob(".tmp-*")] == [f".tmp-{os.getpid()}-shard-00009.arrow"]
 
     fresh = prepared(tiny_model_dir, tmp_path / "fresh", data)
     assert resumed.train["input_ids"] == fresh.train["input_ids"] and resumed.train["labels"] == fresh.train["labels"]

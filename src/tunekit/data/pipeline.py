@@ -221,8 +221,7 @@ def _read_file(source, spec, job: _Job, entry: _Entry, limit, workers: _Workers,
     """Read one file into shards; those already written by a killed run are skipped. Returns the
     reading-side facts; the shards' statistics are joined by _finish_entry once all are written."""
     entry.folder.mkdir(parents=True, exist_ok=True)
-    for stale in entry.folder.glob(".tmp-*"):
-        stale.unlink(missing_ok=True)
+    _remove_stale_temps(entry.folder)
     done_bytes, rows_before = before
     finished = {int(p.stem.split("-")[1]) for p in entry.folder.glob("shard-*.json")}
     shard, rows, records = _Shard(0), 0, 0
@@ -245,6 +244,24 @@ def _read_file(source, spec, job: _Job, entry: _Entry, limit, workers: _Workers,
         workers.submit(entry.folder, shard, skip=shard.index in finished)
     return {"rows_read": rows, "records": records, "shards": shard.index + last,
             "empty": [asdict(empty_file_problem(source))] if rows == 0 else []}
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Temporary files (.tmp-PID-NAME) left by processes that died; a live writer's are kept."""
+    for temp in folder.glob(".tmp-*"):
+        pid = temp.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _chars(record) -> int:
@@ -350,7 +367,7 @@ def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> None:
     else:
         table, stats, problems = _encode_conversations(job, shard.records)
     name = f"shard-{shard.index:05d}"
-    tmp = folder / f".tmp-{name}.arrow"
+    tmp = folder / f".tmp-{os.getpid()}-{name}.arrow"
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=BATCH)
     tmp.rename(folder / f"{name}.arrow")
@@ -359,7 +376,7 @@ def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> None:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
     tmp.rename(path)
 
