@@ -329,13 +329,11 @@ def _json_rows(f: BinaryIO) -> Iterator[Row]:
     pos = text.skip_space(0)
     if pos == len(text.buf):
         return
-    if text.buf[pos] == "{":
-        _refuse_single_object(text, pos, f.name)
+    if text.buf[pos] != "[":  # one object per line (JSONL in a .json file), but not one object in all
+        if text.buf[pos] == "{":
+            _refuse_single_object(text, pos, f.name)
         f.seek(0)
         yield from _jsonl_rows(f)
-        return
-    if text.buf[pos] != "[":
-        yield from _jsonl_rows(_rewound(f))
         return
     try:
         yield from _json_list(text, pos)
@@ -343,11 +341,6 @@ def _json_rows(f: BinaryIO) -> Iterator[Row]:
         line, column = text.where(exc.pos)
         yield line, None, (f"JSON syntax error at line {line} column {column}: {exc.msg}; fix "
                            "the file there (the rows after it were not read)")
-
-
-def _rewound(f: BinaryIO) -> BinaryIO:
-    f.seek(0)
-    return f
 
 
 def _refuse_single_object(text: _JsonText, pos: int, name: str) -> None:
