@@ -22,7 +22,7 @@ ROWS = 40
 def config(model_dir, tmp_path, data_path=NER_TRAIN, stage="sft", **data):
     return make_config(model_dir, tmp_path / "run", tmp_path / "cache", train={"stage": stage, "max_steps": 3},
                        data={"datasets": [{"path": str(data_path), "max_samples": ROWS}], "streaming": True,
-                             "cutoff_len": 48, **data})
+                             "cutoff_len": 48, "overlength": "truncate", **data})
 
 
 def setup(cfg):

@@ -57,7 +57,7 @@ from tunekit.processes import is_distributed, is_main_process, main_process_firs
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "3"  # bump when the tokenized layout or the masking rules change
+CACHE_VERSION = "4"  # bump when the tokenized layout or the masking rules change
 SHARD_ROWS = 10_000  # rows per shard, at most ...
 SHARD_CHARS = 4 << 20  # ... and characters of text per shard
 BATCH = 1000  # rows per tokenizer call
@@ -102,7 +102,7 @@ def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None, trained_
 
 def _cached(cfg: Config, specs, tokenizer, template):
     job = _Job(cfg.train.stage, tokenizer, template, cfg.data.cutoff_len, cfg.data.train_on_prompt,
-               cfg.data.mask_history)
+               cfg.data.mask_history, cfg.data.overlength)
     if job.stage == "pt" and tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no eos_token to put between documents: set one for stage pt")
     base = _base_key(cfg, tokenizer, template)
@@ -127,7 +127,7 @@ def _base_key(cfg: Config, tokenizer, template: ChatTemplate | None) -> str:
         h.update(template.source.encode())
         h.update(template.eot_text.encode())
     d = cfg.data
-    h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.train_on_prompt, d.mask_history,
+    h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.overlength, d.train_on_prompt, d.mask_history,
                          SHARD_ROWS, SHARD_CHARS]).encode())
     return h.hexdigest()
 
@@ -161,6 +161,7 @@ class _Job:
     cutoff_len: int
     train_on_prompt: bool
     mask_history: bool
+    overlength: str  # drop | truncate
 
 
 @dataclass
@@ -384,25 +385,35 @@ def _write_json(path: Path, value: dict) -> None:
 def _encode_conversations(job: _Job, records: list[Conversation]):
     problems: list[Problem] = []
     ids_out, labels_out, lengths = [], [], Counter()
-    truncated = answers_lost = 0
+    outcomes = Counter()
     for start in range(0, len(records), BATCH):
         for enc in _encode_batch(job, records[start: start + BATCH], problems):
             if enc is None:
                 continue
             lengths[len(enc.input_ids)] += 1
-            ids, labels = enc.input_ids, enc.labels
-            if len(ids) > job.cutoff_len:
-                truncated += 1
-                ids, labels = ids[: job.cutoff_len], labels[: job.cutoff_len]
-                if all(label == IGNORE_INDEX for label in labels):
-                    answers_lost += 1
-                    continue
-            ids_out.append(ids)
-            labels_out.append(labels)
+            ids, labels, outcome = fit_to_cutoff(enc.input_ids, enc.labels, job.cutoff_len, job.overlength)
+            outcomes[outcome] += 1
+            if ids is not None:
+                ids_out.append(ids)
+                labels_out.append(labels)
     kept = np.array([len(ids) for ids in ids_out], dtype=np.int64)
     columns = [_lists(_flat(ids_out, kept), kept), _lists(_flat(labels_out, kept), kept), pa.array(kept)]
-    stats = {"truncated": truncated, "answers_lost": answers_lost, "lengths": lengths}
+    stats = {"truncated": outcomes["truncated"] + outcomes["answer_lost"], "answers_lost": outcomes["answer_lost"],
+             "dropped_overlength": outcomes["dropped"], "lengths": lengths}
     return pa.Table.from_arrays(columns, schema=SFT_SCHEMA), stats, problems
+
+
+def fit_to_cutoff(ids: list[int], labels: list[int], cutoff_len: int, overlength: str):
+    """(ids, labels, outcome) for one sample: the one rule for samples longer than cutoff_len.
+    outcome is fits | dropped | truncated | answer_lost; ids is None when the sample is not trained."""
+    if len(ids) <= cutoff_len:
+        return ids, labels, "fits"
+    if overlength == "drop":
+        return None, None, "dropped"
+    ids, labels = ids[:cutoff_len], labels[:cutoff_len]
+    if all(label == IGNORE_INDEX for label in labels):
+        return None, None, "answer_lost"
+    return ids, labels, "truncated"
 
 
 def _encode_batch(job: _Job, batch: list[Conversation], problems: list[Problem]):
@@ -473,19 +484,21 @@ def _summary(entries: list[_Entry], job: _Job, specs) -> tuple[dict, list[Proble
     for m in meta:
         lengths.update({int(k): v for k, v in m["lengths"].items()})
     total = {k: sum(m.get(k, 0) for m in meta) for k in ("rows_read", "records", "kept", "truncated",
-                                                         "answers_lost", "tokens", "blocks")}
+                                                         "answers_lost", "dropped_overlength", "tokens", "blocks")}
     if total["records"] == 0:
         shown = "".join(f"\n  {p}" for p in problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DataError("no usable rows in " + ", ".join(s.path for s in specs) + shown + more)
     percentiles = histogram_percentiles(lengths)
     if total["kept"] == 0 and job.stage == "sft":
-        raise DataError(f"no sample fits data.cutoff_len={job.cutoff_len}: {total['answers_lost']} lost their "
-                        f"whole answer to truncation (median length {percentiles['p50']} tokens); "
-                        "raise data.cutoff_len")
+        raise DataError(f"no sample fits data.cutoff_len={job.cutoff_len}: {total['dropped_overlength']} longer "
+                        f"ones dropped, {total['answers_lost']} lost their whole answer to truncation (median "
+                        f"length {percentiles['p50']} tokens); raise data.cutoff_len")
     stats = dict(rows_read=total["rows_read"], kept=total["kept"] if job.stage == "sft" else total["records"],
                  skipped=len(problems), truncated=total["truncated"], answers_lost=total["answers_lost"],
                  **percentiles)
+    if job.stage == "sft":
+        stats.update(overlength=job.overlength, dropped_overlength=total["dropped_overlength"])
     if job.stage == "pt":
         stats.update(blocks=total["blocks"], tokens=total["tokens"])
     return stats, problems

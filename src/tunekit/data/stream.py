@@ -26,7 +26,8 @@ from typing import Iterator
 from tunekit.config import Config
 from tunekit.data.formats import read_source, sources
 from tunekit.data.records import Problem
-from tunekit.data.templates import IGNORE_INDEX, TemplateError
+from tunekit.data.pipeline import fit_to_cutoff
+from tunekit.data.templates import TemplateError
 from tunekit.errors import DataError
 from tunekit.processes import world_size
 
@@ -97,10 +98,9 @@ def _samples(cfg: Config, tokenizer, template, records: Iterator[object]) -> Ite
             enc = template.encode(conv, d.train_on_prompt, d.mask_history)
         except TemplateError as exc:
             raise DataError(f"{exc} (streaming mode stops at a bad row)") from None
-        ids, labels = enc.input_ids[: d.cutoff_len], enc.labels[: d.cutoff_len]
-        if all(label == IGNORE_INDEX for label in labels):
-            continue  # its whole answer was truncated away, as in the tokenized path
-        yield {"input_ids": ids, "labels": labels}
+        ids, labels, _ = fit_to_cutoff(enc.input_ids, enc.labels, d.cutoff_len, d.overlength)
+        if ids is not None:  # dropped as over-long, or its whole answer truncated away: as when tokenized ahead
+            yield {"input_ids": ids, "labels": labels}
 
 
 def _blocks(tokenizer, records: Iterator[object], block: int) -> Iterator[dict]:
