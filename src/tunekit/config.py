@@ -27,7 +27,8 @@ DATA_FORMATS = ("auto", "alpaca", "instruct", "prompt_response", "sharegpt", "op
 METHODS = ("full", "freeze", "lora", "qlora", "prefix", "ptuning")
 LORA_METHODS = ("lora", "qlora")  # methods that train LoRA matrices (and take the LoRA variant keys)
 PROMPT_METHODS = ("prefix", "ptuning")  # virtual tokens in front of the input: no merge, no packing
-STAGES = ("sft", "pt")
+STAGES = ("sft", "pt", "rm", "dpo", "kto", "orpo", "simpo", "grpo")
+ALIGN_STAGES = STAGES[2:]  # on TRL's trainers (tunekit.train.stages)
 
 
 @dataclass
@@ -95,7 +96,7 @@ class MethodConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = ""  # the run directory
-    stage: str = "sft"  # sft | pt
+    stage: str = "sft"  # sft | pt | rm | dpo | kto | orpo | simpo | grpo (see the align section)
     num_epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides num_epochs
     learning_rate: float = 2e-4
@@ -142,12 +143,28 @@ class EvalConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Options of the preference stages (rm, dpo, kto, orpo, simpo) and grpo."""
+
+    beta: float = 0.1  # strength of the pull toward the reference model (dpo, kto, orpo, simpo; grpo: KL weight)
+    loss_type: str | None = None  # TRL's variant: dpo sigmoid | ipo | hinge | robust | ...; kto kto | apo_zero_unpaired
+    label_smoothing: float = 0.0  # dpo robust / cpo: assumed fraction of flipped preference labels
+    simpo_gamma: float = 0.5  # simpo: target reward margin
+    max_prompt_len: int | None = None  # prompts longer (tokens) are dropped, and counted; None: data.cutoff_len // 2
+    rewards: list = field(default_factory=list)  # grpo: exact_match, format:REGEX, length:N, module:function, RM run dir
+    num_generations: int = 4  # grpo: completions per prompt (the group)
+    max_new_tokens: int = 64  # grpo: generation limit per completion
+    temperature: float = 1.0  # grpo: sampling temperature
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     source: str = ""  # the YAML file it came from, for messages
 
     def to_dict(self) -> dict:
@@ -157,7 +174,7 @@ class Config:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "train": TrainConfig,
-            "eval": EvalConfig}
+            "eval": EvalConfig, "align": AlignConfig}
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
@@ -350,6 +367,8 @@ def validate(cfg: Config) -> None:
     if me.name in PROMPT_METHODS and t.gradient_checkpointing:
         raise ConfigError(f"train.gradient_checkpointing does not work with method '{me.name}' "
                           "(virtual tokens live in the cache); set it to false")
+    if t.stage in ALIGN_STAGES:
+        _validate_align(cfg)
     if t.stage == "pt" and (d.train_on_prompt or d.mask_history):
         raise ConfigError("data.train_on_prompt / data.mask_history apply to sft; stage pt trains every token")
     _one_of("data.overlength", d.overlength, OVERLENGTH)
@@ -406,6 +425,28 @@ def _validate_streaming(d: DataConfig, t: TrainConfig) -> None:
                           "data.val_size: 0")
     if d.shuffle_buffer < 1:
         raise ConfigError(f"data.shuffle_buffer is {d.shuffle_buffer}: give at least 1 row (1: no shuffling)")
+
+
+def _validate_align(cfg: Config) -> None:
+    a, d = cfg.align, cfg.data
+    if d.train_on_prompt or d.mask_history or d.packing:
+        raise ConfigError(f"data.train_on_prompt / mask_history / packing apply to sft; stage {cfg.train.stage} "
+                          "trains each completion (answer + end-of-turn) alone: unset them")
+    if cfg.method.name in PROMPT_METHODS:
+        raise ConfigError(f"method '{cfg.method.name}' is not supported by stage {cfg.train.stage}: use lora, "
+                          "qlora, full or freeze")
+    if a.max_prompt_len is not None and not 1 <= a.max_prompt_len < d.cutoff_len:
+        raise ConfigError(f"align.max_prompt_len is {a.max_prompt_len}: give a count of tokens below "
+                          f"data.cutoff_len ({d.cutoff_len}), which bounds prompt + completion")
+    if cfg.train.stage == "grpo":
+        if not a.rewards:
+            raise ConfigError("stage grpo needs align.rewards: e.g. [exact_match], [\"format:^\\\\d+$\"], "
+                              "[mypkg.rewards:score] or a reward-model run directory")
+        if a.num_generations < 2:
+            raise ConfigError(f"align.num_generations is {a.num_generations}: GRPO compares completions within "
+                              "a group, give at least 2")
+    if a.beta < 0:
+        raise ConfigError(f"align.beta is {a.beta}: give a value >= 0")
 
 
 def _validate_eval(cfg: Config) -> None:

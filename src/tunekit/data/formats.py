@@ -71,26 +71,29 @@ class BadRow(Exception):
 # ---------------------------------------------------------------- public API
 
 
-def load_records(specs: list, stage: str) -> LoadResult:
-    """Read several datasets in order into one result (records, problems, rows read)."""
+def load_records(specs: list, stage: str, converter: Callable | None = None) -> LoadResult:
+    """Read several datasets in order into one result (records, problems, rows read).
+
+    `converter(first_row, spec, stage, where)` -> `convert(row, source)` replaces the sft / pt
+    row conversion (data.preferences reads pairs, unpaired rows and prompts with it)."""
     total = LoadResult()
     for spec in specs:
-        part = load_one(spec, stage)
+        part = load_one(spec, stage, converter)
         total.records += part.records
         total.problems += part.problems
         total.rows_read += part.rows_read
     return total
 
 
-def load_one(spec, stage: str) -> LoadResult:
+def load_one(spec, stage: str, converter: Callable | None = None) -> LoadResult:
     """Read one dataset into memory: Conversations for stage sft, TextRecords for stage pt."""
     result = LoadResult()
-    for source in sources(spec, stage):
+    for source in sources(spec, stage if converter is None else "sft"):
         limit = None if spec.max_samples is None else spec.max_samples - len(result.records)
         if limit == 0:
             break
         rows_before = result.rows_read
-        for item in read_source(source, spec, stage, limit):
+        for item in read_source(source, spec, stage, limit, converter):
             result.rows_read += 1
             (result.problems if isinstance(item, Problem) else result.records).append(item)
         if result.rows_read == rows_before:
@@ -110,7 +113,8 @@ def sources(spec, stage: str, streaming: bool = False) -> list[Source]:
     return [FileSource(path) for path in files] if files is not None else [HubSource(spec, streaming)]
 
 
-def read_source(source: Source, spec, stage: str, limit: int | None = None) -> Iterator[object]:
+def read_source(source: Source, spec, stage: str, limit: int | None = None,
+                converter: Callable | None = None) -> Iterator[object]:
     """One item per row, streamed: a record (Conversation / TextRecord) or a Problem; at most `limit` records."""
     convert, kept = None, 0
     for line, row, problem in source.rows():
@@ -118,7 +122,7 @@ def read_source(source: Source, spec, stage: str, limit: int | None = None) -> I
             problem = (f"the row is a JSON {type(row).__name__}, not an object; write each row as "
                        '{"key": value, ...}')
         if problem is None:
-            convert = convert or _row_converter(row, spec, stage, f"{source.name}:{line}")
+            convert = convert or (converter or _row_converter)(row, spec, stage, f"{source.name}:{line}")
             try:
                 yield convert(row, f"{source.name}:{line}")
                 kept += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tunekit.config import Config, validate_for_training
+from tunekit.config import ALIGN_STAGES, Config, validate_for_training
 from tunekit.data.check import problem_report, problems_file, refuse_bad_rows
 from tunekit.data.collate import collator_for, supports_packing
 from tunekit.data.pipeline import prepare_data
@@ -42,6 +42,10 @@ def train(cfg: Config) -> Path:
     validate_for_training(cfg)
     check_launch(cfg)
     check_run_dir(cfg)
+    if cfg.train.stage in ALIGN_STAGES:  # rm, dpo, kto, orpo, simpo, grpo: on TRL's trainers
+        from tunekit.train.align_run import train_aligned
+
+        return train_aligned(cfg, prepare_run_dir(cfg))
     tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
     data = prepare_data(cfg, tokenizer, template, trained_samples=_trained_samples(cfg, Path(cfg.train.output_dir)))
@@ -159,10 +163,15 @@ def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
 def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_kwargs(cfg, run_dir, has_eval), label_names=["labels"])
+
+
+def training_kwargs(cfg: Config, run_dir: Path, has_eval: bool) -> dict:
+    """The keys of TrainingArguments every stage shares (TRL's configs extend TrainingArguments)."""
     t = cfg.train
     precision = _precision(t.precision, cfg.model.dtype)
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir / CHECKPOINTS), num_train_epochs=t.num_epochs, max_steps=t.max_steps,
         learning_rate=t.learning_rate, per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
@@ -175,7 +184,7 @@ def training_arguments(cfg: Config, run_dir: Path, has_eval: bool):
         torch_compile=t.torch_compile, use_liger_kernel=_liger(t.liger_kernel), deepspeed=t.deepspeed,
         dataloader_num_workers=t.dataloader_workers, ignore_data_skip=cfg.data.streaming,  # the stream skips
         ddp_find_unused_parameters=False,  # every method uses all its trainable weights in each forward
-        save_strategy="steps", label_names=["labels"], disable_tqdm=False, use_cpu=use_cpu(),
+        save_strategy="steps", disable_tqdm=False, use_cpu=use_cpu(),
     )
 
 
@@ -219,8 +228,9 @@ def resume_checkpoint(cfg: Config, run_dir: Path) -> str | None:
     return str(checkpoint) if checkpoint else None
 
 
-def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path) -> None:
-    """Main process, after save_model wrote the weights: tokenizer and template; tunekit.json last."""
+def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path, base_model: str | None = None) -> None:
+    """Main process, after save_model wrote the weights: tokenizer and template; tunekit.json last.
+    base_model: what the weights apply to, when not model.name_or_path (an adapter continued from a run)."""
     if template is not None:
         tokenizer.chat_template = template.source
         (run_dir / TEMPLATE_FILE).write_text(template.source, encoding="utf-8")
@@ -228,7 +238,8 @@ def save_run(cfg: Config, trainer, tokenizer, template, data, run_dir: Path) -> 
     plot_loss(run_dir)
     systems = system_prompts_of(cfg.data.datasets)
     write_record(run_dir, RunRecord(
-        base_model=_absolute_if_local(cfg.model.name_or_path), stage=cfg.train.stage, method=cfg.method.name,
+        base_model=_absolute_if_local(base_model or cfg.model.name_or_path), stage=cfg.train.stage,
+        method=cfg.method.name,
         template=TemplateRecord(**template.describe()) if template else None,
         system_prompt=systems[0] if len(systems) == 1 else None, system_prompts=systems,
         generation=_generation_defaults(trainer.model), data_fingerprint=data.fingerprint,
