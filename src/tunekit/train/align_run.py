@@ -76,9 +76,10 @@ def build_models(cfg: Config, stage: Stage, tokenizer, template, start: RunInfo 
         from tunekit.model.quantize import quantization_config
 
         model = load_model(cfg.model, tokenizer, quantization=quantization_config(cfg.method, cfg.model))
-    stops = template.stop_token_ids
-    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if not stage.classifier:  # generation (grpo) stops where training ended a turn
+        stops = template.stop_token_ids
+        model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     return policy_and_reference(cfg, stage, model, from_adapter)
 
 

@@ -102,7 +102,8 @@ STAGES: dict[str, Stage] = {
                  options=lambda a: {"beta": a.beta, "loss_type": [_loss(a, "sigmoid")],
                                     "label_smoothing": a.label_smoothing}),
     "kto": Stage(lambda: (OurIdsKTOTrainer, KTOConfig), "unpaired", reference=True,
-                 options=lambda a: {"beta": a.beta, "loss_type": _loss(a, "kto")}),
+                 options=lambda a: {"beta": a.beta, "loss_type": _loss(a, "kto"),
+                                    "train_sampling_strategy": "sequential"}),  # TRL: KL pairs are batch neighbours
     "orpo": Stage(_experimental("orpo"), "pairs", lambda a: {"beta": a.beta}),
     "simpo": Stage(_experimental("cpo"), "pairs",
                    lambda a: {"loss_type": "simpo", "cpo_alpha": 0.0, "beta": a.beta, "simpo_gamma": a.simpo_gamma,
@@ -124,7 +125,7 @@ def stage_arguments(cfg: Config, stage: Stage, base: dict):
     if stage.records != "prompts":
         extra["max_length"] = cfg.data.cutoff_len
     try:
-        return config_class(**base, **extra)
+        return config_class(**{**base, **extra})
     except ValueError as exc:
         raise ConfigError(f"stage {cfg.train.stage}: {exc} (check the align section)") from None
 
