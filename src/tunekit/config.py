@@ -147,7 +147,8 @@ class AlignConfig:
     """Options of the preference stages (rm, dpo, kto, orpo, simpo) and grpo."""
 
     beta: float = 0.1  # strength of the pull toward the reference model (dpo, kto, orpo, simpo; grpo: KL weight)
-    loss_type: str | None = None  # TRL's variant: dpo sigmoid | ipo | hinge | robust | ...; kto kto | apo_zero_unpaired
+    loss_type: str | None = None  # TRL's variant: dpo sigmoid | ipo | hinge | robust | ... (several: "sigmoid,sft"
+    # adds the chosen answers' NLL, RPO); kto kto | apo_zero_unpaired
     label_smoothing: float = 0.0  # dpo robust / cpo: assumed fraction of flipped preference labels
     simpo_gamma: float = 0.5  # simpo: target reward margin
     max_prompt_len: int | None = None  # prompts longer (tokens) are dropped, and counted; None: data.cutoff_len // 2
@@ -445,6 +446,10 @@ def _validate_align(cfg: Config) -> None:
         if a.num_generations < 2:
             raise ConfigError(f"align.num_generations is {a.num_generations}: GRPO compares completions within "
                               "a group, give at least 2")
+        if (cfg.train.batch_size * cfg.train.grad_accum) % a.num_generations:
+            raise ConfigError(f"train.batch_size x train.grad_accum ({cfg.train.batch_size * cfg.train.grad_accum}) "
+                              f"counts completions per step and must be a multiple of align.num_generations "
+                              f"({a.num_generations}): change one of them")
     if a.beta < 0:
         raise ConfigError(f"align.beta is {a.beta}: give a value >= 0")
 

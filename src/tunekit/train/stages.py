@@ -99,7 +99,7 @@ def _loss(a: AlignConfig, default: str) -> str:
 STAGES: dict[str, Stage] = {
     "rm": Stage(lambda: (RewardTrainer, RewardConfig), "pairs", lambda a: {}, layout="joined", classifier=True),
     "dpo": Stage(lambda: (OurIdsDPOTrainer, DPOConfig), "pairs", reference=True,
-                 options=lambda a: {"beta": a.beta, "loss_type": [_loss(a, "sigmoid")],
+                 options=lambda a: {"beta": a.beta, "loss_type": _loss(a, "sigmoid").replace(" ", "").split(","),
                                     "label_smoothing": a.label_smoothing}),
     "kto": Stage(lambda: (OurIdsKTOTrainer, KTOConfig), "unpaired", reference=True,
                  options=lambda a: {"beta": a.beta, "loss_type": _loss(a, "kto"),

@@ -1,0 +1,117 @@
+"""Preference accuracy on held-out pairs: does the model rank the chosen answer above the rejected one?
+
+    scores = preference_scores(model, rows)      # rows: prompt_ids / chosen_ids / rejected_ids (data.align_data)
+    scores.accuracy, scores.implicit_accuracy    # log-likelihood ranking; DPO's implicit reward ranking
+
+A causal LM ranks a pair by the summed log-probability of each completion (answer + end-of-
+turn) after the prompt. A LoRA policy is also ranked by its implicit reward, as DPO defines
+it: log pi(y|x) - log pi_ref(y|x) with the reference = the same model with its adapter
+disabled; accuracy is the fraction of pairs whose chosen reward is higher, the margin the
+mean difference. A reward model (sequence classification) ranks by its score of the whole
+rendered conversation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PreferenceScores:
+    chosen: list[float]
+    rejected: list[float]
+    chosen_ref: list[float] | None = None
+    rejected_ref: list[float] | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return _fraction_above(self.chosen, self.rejected)
+
+    @property
+    def margin(self) -> float:
+        return sum(c - r for c, r in zip(self.chosen, self.rejected)) / len(self.chosen)
+
+    @property
+    def implicit_accuracy(self) -> float | None:
+        if self.chosen_ref is None:
+            return None
+        return _fraction_above(_minus(self.chosen, self.chosen_ref), _minus(self.rejected, self.rejected_ref))
+
+    def record(self) -> dict:
+        out = {"pairs": len(self.chosen), "preference_accuracy": self.accuracy, "logp_margin": self.margin}
+        if self.chosen_ref is not None:
+            out["implicit_reward_accuracy"] = self.implicit_accuracy
+            out["implicit_reward_margin"] = sum(_minus(_minus(self.chosen, self.chosen_ref),
+                                                       _minus(self.rejected, self.rejected_ref))) / len(self.chosen)
+        return out
+
+
+def _fraction_above(a: list[float], b: list[float]) -> float:
+    return sum(x > y for x, y in zip(a, b)) / len(a)
+
+
+def _minus(a: list[float], b: list[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b)]
+
+
+def preference_scores(model, rows, batch_size: int = 16) -> PreferenceScores:
+    """Scores of each pair: completion log-likelihoods (causal LM) or reward scores (classifier)."""
+    if _is_classifier(model):
+        return PreferenceScores(_classifier_scores(model, rows, "chosen", batch_size),
+                                _classifier_scores(model, rows, "rejected", batch_size))
+    scores = PreferenceScores(completion_logps(model, rows, "chosen", batch_size),
+                              completion_logps(model, rows, "rejected", batch_size))
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            scores.chosen_ref = completion_logps(model, rows, "chosen", batch_size)
+            scores.rejected_ref = completion_logps(model, rows, "rejected", batch_size)
+    return scores
+
+
+def _is_classifier(model) -> bool:
+    return type(getattr(model, "base_model", model)).__name__.endswith("ForSequenceClassification") or \
+        type(model).__name__.endswith("ForSequenceClassification")
+
+
+def _batches(rows, size: int):
+    rows = list(rows)
+    for start in range(0, len(rows), size):
+        yield rows[start: start + size]
+
+
+def _padded(sequences: list[list[int]], pad: int):
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    return ids, mask
+
+
+@torch.no_grad()
+def completion_logps(model, rows, which: str, batch_size: int = 16) -> list[float]:
+    """Summed log-probability of each row's `which` completion after its prompt."""
+    out = []
+    device = next(model.parameters()).device
+    for batch in _batches(rows, batch_size):
+        sequences = [list(r["prompt_ids"]) + list(r[f"{which}_ids"]) for r in batch]
+        ids, mask = _padded(sequences, 0)
+        logps = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+        for i, row in enumerate(batch):
+            start, end = len(row["prompt_ids"]), len(sequences[i])
+            targets = ids[i, start:end].to(device)
+            out.append(logps[i, start - 1: end - 1].gather(-1, targets[:, None]).sum().item())
+    return out
+
+
+@torch.no_grad()
+def _classifier_scores(model, rows, which: str, batch_size: int) -> list[float]:
+    out = []
+    device = next(model.parameters()).device
+    pad = getattr(model.config, "pad_token_id", None) or 0
+    for batch in _batches(rows, batch_size):
+        sequences = [list(r.get("prompt_ids", [])) + list(r[f"{which}_ids"]) for r in batch]
+        ids, mask = _padded(sequences, pad)
+        out += model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().tolist()
+    return out
+
