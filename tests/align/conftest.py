@@ -24,3 +24,14 @@ def align_example(tiny_model_dir, tmp_path_factory):
         return done[name]
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train several times faster on one thread when the machine is shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
