@@ -9,7 +9,7 @@ ALIGN_EXAMPLES = ("rm", "dpo", "kto", "orpo", "simpo", "grpo")
 STAGE_METRICS = {
     "rm": ("accuracy", "margin", "mean_reward"),
     "dpo": ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"),
-    "kto": ("kl", "rewards/chosen_sum", "logps/chosen_sum"),
+    "kto": ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins"),
     "orpo": ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"),
     "simpo": ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"),
     "grpo": ("reward", "kl", "completions/mean_length"),

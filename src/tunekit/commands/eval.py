@@ -96,6 +96,7 @@ def test_set(cfg: Config, args=None):
 
 def run(args) -> int:
     from tunekit.eval.perplexity import heldout_text
+    from tunekit.eval.preference import is_preference_file
     from tunekit.eval.predict import describe_target, evaluate_target, format_scores, write_evaluation
     from tunekit.eval.tasks import load_task
     from tunekit.rundir import is_run_dir
@@ -106,6 +107,8 @@ def run(args) -> int:
     if not target:
         raise ConfigError(f"{args.source} has no train.output_dir: say which run to evaluate")
     data = test_set(cfg, args)
+    if is_preference_file(data):  # pairs: preference accuracy (tunekit.eval.preference)
+        return _preference_eval(args, cfg, target, data)
     task = load_task(data, cfg.eval)
     heldout_file = args.heldout if args.heldout is not None else cfg.eval.heldout
     heldout = heldout_text(heldout_file or None) if heldout_file is not None else None
@@ -121,4 +124,18 @@ def run(args) -> int:
     predictions, metrics = write_evaluation(out, evaluation, task, getattr(data, "path", data))
     print(format_scores(evaluation))
     print(f"predictions: {predictions}\nmetrics: {metrics}")
+    return 0
+
+
+def _preference_eval(args, cfg: Config, target: str, data) -> int:
+    from tunekit.eval.preference import evaluate_preferences
+    from tunekit.rundir import is_run_dir
+
+    out = Path(args.output or cfg.eval.report_dir or (Path(target) / "eval" if is_run_dir(target) else "eval"))
+    record = evaluate_preferences(target, data, cfg, out)
+    print(f"target: {target}\ntest set: {getattr(data, 'path', data)} ({record['pairs']} pairs)")
+    for key in ("preference_accuracy", "implicit_reward_accuracy"):
+        if key in record:
+            print(f"{key}: {100 * record[key]:.1f}%")
+    print(f"metrics: {out / 'metrics.json'}")
     return 0

@@ -14,6 +14,7 @@ rendered conversation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -115,3 +116,61 @@ def _classifier_scores(model, rows, which: str, batch_size: int) -> list[float]:
         out += model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().tolist()
     return out
 
+
+
+# ---------------------------------------------------------------- tunekit eval TARGET --data PAIRS
+
+
+def is_preference_file(path) -> bool:
+    """A test set of pairs: its first row has chosen and rejected."""
+    from tunekit.config import DatasetSpec
+    from tunekit.data.formats import _file_source, _resolve
+
+    spec = path if isinstance(path, DatasetSpec) else DatasetSpec(str(path))
+    files = _resolve(spec) if Path(spec.path).exists() else None
+    if not files:
+        return False
+    for _, row, _ in _file_source(files[0])[1]:
+        return isinstance(row, dict) and "chosen" in row and "rejected" in row
+    return False
+
+
+def load_scorer(target: str):
+    """(model, template) of a run directory, model directory or reward model; a LoRA run keeps its
+    adapter (disabled for the implicit reward's reference)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunekit.infer.target import chat_template, resolve_target
+
+    resolved = resolve_target(target)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.tokenizer_path)
+    template = chat_template(resolved.tokenizer_path, tokenizer, resolved.run)
+    if resolved.run is not None and resolved.run.meta.get("stage") == "rm":
+        return AutoModelForSequenceClassification.from_pretrained(resolved.model_path).eval(), template
+    if resolved.adapter_path is not None:
+        from tunekit.model.multi import load_adapters
+
+        model, _ = load_adapters([resolved.adapter_path], dtype="fp32")
+        return model.eval(), template
+    return AutoModelForCausalLM.from_pretrained(resolved.model_path,
+                                                trust_remote_code=resolved.trust_remote_code).eval(), template
+
+
+def evaluate_preferences(target: str, data, cfg, out_dir) -> dict:
+    """Preference accuracy of `target` on the pairs in `data`; writes metrics.json into out_dir."""
+    from tunekit.config import DatasetSpec
+    from tunekit.data.align_data import build_dataset
+    from tunekit.rundir import write_json_atomic
+
+    model, template = load_scorer(target)
+    spec = data if isinstance(data, DatasetSpec) else DatasetSpec(str(data))
+    if cfg.eval.max_samples:
+        spec.max_samples = cfg.eval.max_samples
+    layout = "joined" if _is_classifier(model) else "prompt"
+    rows, stats, problems = build_dataset(cfg, [spec], template, "pairs", layout)
+    record = {"target": str(target), "test_data": spec.path, "skipped": len(problems),
+              **preference_scores(model, rows).record()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "metrics.json", record)
+    return record
