@@ -26,9 +26,10 @@ def align_example(tiny_model_dir, tmp_path_factory):
     return run
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models train several times faster on one thread when the machine is shared."""
+    """Tiny models train several times faster on one thread when the machine is shared (measured:
+    GRPO 20 steps 225 s -> 21 s at load average 13 on 2 cores)."""
     import torch
 
     before = torch.get_num_threads()

@@ -26,6 +26,7 @@ def test_example_config_trains_and_logs_its_stage_metrics(align_example, name):
     meta = json.loads((run / "tunekit.json").read_text())
     assert meta["stage"] == name and meta["steps"] == 2
     assert meta["template"]["stop_token_ids"] and (run / "chat_template.jinja").is_file()
+    assert (run / "rewards.png").stat().st_size > 0 and (run / "loss.png").is_file()
     logged = metrics_of(run)
     for key in STAGE_METRICS[name]:
         values = [r[key] for r in logged if key in r]

@@ -42,7 +42,7 @@ def _config(tmp_path, model_dir, data, stage, *more):
 
 
 @pytest.mark.slow
-def test_dpo_learns_a_preference_the_base_lacks(tiny_model_dir, tmp_path, one_thread):
+def test_dpo_learns_a_preference_the_base_lacks(tiny_model_dir, tmp_path):
     rng = random.Random(0)
     (tmp_path / "train.json").write_text(json.dumps(_pairs(TOPICS[:20] * 2, rng)))
     (tmp_path / "test.json").write_text(json.dumps(_pairs(TOPICS[20:], rng)))
@@ -69,7 +69,7 @@ def test_dpo_learns_a_preference_the_base_lacks(tiny_model_dir, tmp_path, one_th
 
 
 @pytest.mark.slow
-def test_grpo_raises_a_verifiable_reward(tiny_model_dir, tmp_path, one_thread):
+def test_grpo_raises_a_verifiable_reward(tiny_model_dir, tmp_path):
     rows = [{"prompt": f"Write a word about the number {i}."} for i in range(40)]
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = _config(tmp_path, tiny_model_dir, tmp_path / "prompts.jsonl", "grpo", "train.max_steps=30",

@@ -16,11 +16,16 @@ from tunekit.data.align_data import prepare_align_data
 from tunekit.data.templates import load_run_template, load_template
 from tunekit.model.load import load_model, load_tokenizer
 from tunekit.rundir import RunInfo, is_run_dir, read_run
-from tunekit.train.callbacks import MetricsLog, NanGuard
+from tunekit.train.callbacks import MetricsLog, NanGuard, plot_metrics
 from tunekit.train.distributed import is_main_process, save_model
 from tunekit.train.stages import Stage, classifier_model, policy_and_reference, stage_arguments, stage_of
 
 log = logging.getLogger(__name__)
+REWARDS_PLOT = "rewards.png"
+# label -> metrics.jsonl key (TRL's names); each stage logs some of them
+REWARD_SERIES = {"chosen": "rewards/chosen", "rejected": "rewards/rejected", "margin": "rewards/margins",
+                 "accuracy": "rewards/accuracies", "KL": "kl", "mean reward (grpo)": "reward",
+                 "pair accuracy (rm)": "accuracy", "margin (rm)": "margin"}
 
 
 def train_aligned(cfg: Config, run_dir: Path) -> Path:
@@ -41,6 +46,7 @@ def train_aligned(cfg: Config, run_dir: Path) -> Path:
     if is_main_process():
         base = start.base_model if start is not None and start.is_adapter else None
         save_run(cfg, trainer, tokenizer, template, data, run_dir, base_model=base)
+        plot_metrics(run_dir, REWARD_SERIES, REWARDS_PLOT, "reward")
     return run_dir
 
 

@@ -74,13 +74,17 @@ class NanGuard(TrainerCallback):
 
 def plot_loss(run_dir: Path) -> Path | None:
     """loss.png from metrics.jsonl: training loss per step, and eval loss when there is one."""
+    return plot_metrics(run_dir, {"train loss": "loss", "eval loss": "eval_loss"}, PLOT_FILE, "loss")
+
+
+def plot_metrics(run_dir: Path, series: dict[str, str], file: str, ylabel: str) -> Path | None:
+    """A plot of metrics.jsonl keys per step (label -> key); None when none of them was logged."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return None
     records = read_metrics(path)
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    if not train and not evals:
+    curves = {label: [(r["step"], r[key]) for r in records if key in r] for label, key in series.items()}
+    if not any(curves.values()):
         return None
     import matplotlib
 
@@ -88,15 +92,15 @@ def plot_loss(run_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for points, label in ((train, "train loss"), (evals, "eval loss")):
+    for label, points in curves.items():
         if points:
             ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(run_dir) / PLOT_FILE
+    out = Path(run_dir) / file
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
