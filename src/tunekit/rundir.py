@@ -40,7 +40,7 @@ LOGS_DIR = "logs"
 CHECKPOINTS = "checkpoints"
 
 SCHEMA_VERSION = 2
-VERSIONED = ("tunekit", "torch", "transformers", "peft", "datasets", "accelerate")
+VERSIONED = ("tunekit", "torch", "transformers", "peft", "datasets", "accelerate", "trl")
 
 
 def versions() -> dict[str, str]:

@@ -17,9 +17,10 @@ import torch
 
 from tunekit.config import DatasetSpec, load_config
 from tunekit.data.align_data import build_dataset
-from tunekit.data.templates import load_run_template
+from tunekit.infer.target import chat_template
 from tunekit.eval.preference import preference_scores
 from tunekit.model.multi import load_adapters
+from tunekit.rundir import read_run
 from tunekit.train.run import train
 
 ANIMALS = ["dog", "cat", "bird", "fish", "cow", "lion"]  # two tokens each in the tiny tokenizer
@@ -51,7 +52,7 @@ def test_dpo_learns_a_preference_the_base_lacks(tiny_model_dir, tmp_path):
     run = train(cfg)
 
     model, tokenizer = load_adapters([run], dtype="fp32")
-    template = load_run_template(run, tokenizer)
+    template = chat_template(tokenizer, read_run(run))
     held_out, _, _ = build_dataset(cfg, [DatasetSpec(str(tmp_path / "test.json"))], template, "pairs")
     tuned = preference_scores(model, held_out)
     with model.disable_adapter():

@@ -144,8 +144,8 @@ def load_scorer(target: str):
 
     resolved = resolve_target(target)
     tokenizer = AutoTokenizer.from_pretrained(resolved.tokenizer_path)
-    template = chat_template(resolved.tokenizer_path, tokenizer, resolved.run)
-    if resolved.run is not None and resolved.run.meta.get("stage") == "rm":
+    template = chat_template(tokenizer, resolved.run)
+    if resolved.run is not None and resolved.run.record.stage == "rm":
         return AutoModelForSequenceClassification.from_pretrained(resolved.model_path).eval(), template
     if resolved.adapter_path is not None:
         from tunekit.model.multi import load_adapters

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from tunekit.config import Config
 from tunekit.data.align_data import prepare_align_data
-from tunekit.data.templates import load_run_template, load_template
+from tunekit.data.templates import load_template
+from tunekit.infer.target import chat_template
 from tunekit.model.load import load_model, load_tokenizer
-from tunekit.rundir import RunInfo, is_run_dir, read_run
+from tunekit.rundir import Run, is_run_dir, read_run
 from tunekit.train.callbacks import MetricsLog, NanGuard, plot_metrics
 from tunekit.train.distributed import is_main_process, save_model
 from tunekit.train.stages import Stage, classifier_model, policy_and_reference, stage_arguments, stage_of
@@ -50,21 +51,21 @@ def train_aligned(cfg: Config, run_dir: Path) -> Path:
     return run_dir
 
 
-def starting_run(cfg: Config) -> RunInfo | None:
+def starting_run(cfg: Config) -> Run | None:
     """The sft (or earlier) run directory named by model.name_or_path, if it is one."""
     return read_run(cfg.model.name_or_path) if is_run_dir(cfg.model.name_or_path) else None
 
 
-def tokenizer_and_template(cfg: Config, start: RunInfo | None):
+def tokenizer_and_template(cfg: Config, start: Run | None):
     """A run's own tokenizer and the exact template it was trained with; else the model's."""
     if start is None:
         tokenizer = load_tokenizer(cfg.model)
         return tokenizer, load_template(tokenizer, cfg.model.template)
     tokenizer = load_tokenizer(cfg.model, path=str(start.path))
-    return tokenizer, load_run_template(start.path, tokenizer, start.eot_text)
+    return tokenizer, chat_template(tokenizer, start)
 
 
-def build_models(cfg: Config, stage: Stage, tokenizer, template, start: RunInfo | None):
+def build_models(cfg: Config, stage: Stage, tokenizer, template, start: Run | None):
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
@@ -89,13 +90,13 @@ def build_models(cfg: Config, stage: Stage, tokenizer, template, start: RunInfo 
     return policy_and_reference(cfg, stage, model, from_adapter)
 
 
-def adapter_model(start: RunInfo, cfg: Config):
+def adapter_model(start: Run, cfg: Config):
     """The run's base with its adapter loaded trainable: training continues that adapter."""
     from peft import PeftModel
 
     from tunekit.model.multi import load_base
 
-    base, _ = load_base(start, cfg.model.dtype)
+    base, _ = load_base(start, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
     return PeftModel.from_pretrained(base, str(start.path), is_trainable=True)
 
 

@@ -91,15 +91,15 @@ class RewardModelScore:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from tunekit.data.templates import load_run_template
+        from tunekit.infer.target import chat_template
         from tunekit.rundir import read_run
 
         run = read_run(run_dir)
-        if run.meta.get("stage") != "rm":
-            raise ConfigError(f"align.rewards {run_dir} is a '{run.meta.get('stage')}' run, not a reward model "
+        if run.record.stage != "rm":
+            raise ConfigError(f"align.rewards {run_dir} is a '{run.record.stage}' run, not a reward model "
                               "(train one with train.stage: rm)")
         self.tokenizer = AutoTokenizer.from_pretrained(run_dir)
-        self.template = load_run_template(run_dir, self.tokenizer, run.eot_text)
+        self.template = chat_template(self.tokenizer, run)
         self.model = AutoModelForSequenceClassification.from_pretrained(run_dir, dtype=torch.float32).eval()
         self.torch = torch
 

@@ -171,10 +171,10 @@ def classifier_model(path: str, cfg: Config, tokenizer):
     """A one-score sequence-classification model on the base (the reward model)."""
     from transformers import AutoModelForSequenceClassification
 
-    from tunekit.model.load import resolve_dtype
+    from tunekit.dtypes import torch_dtype
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=resolve_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
+        path, num_labels=1, dtype=torch_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
