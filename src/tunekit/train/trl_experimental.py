@@ -14,7 +14,7 @@ from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 IGNORE_INDEX = -100
 
 
-def row_from_ids(feature: dict) -> dict:
+def row_from_ids(feature: dict, model=None) -> dict:
     """The columns tokenize_row would write, from prompt_ids / chosen_ids / rejected_ids."""
     prompt = list(feature["prompt_ids"])
     row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
@@ -26,14 +26,17 @@ def row_from_ids(feature: dict) -> dict:
     return row
 
 
+# A plain function, not a bound method: `datasets` hashes the function it maps for the cache
+# fingerprint, and a bound method drags in the whole trainer (77 s of pickling for a 151k-token
+# vocabulary, measured on one core).
+
+
 class OurIdsORPOTrainer(ORPOTrainer):
-    def tokenize_row(self, feature, model=None) -> dict:
-        return row_from_ids(feature)
+    tokenize_row = staticmethod(row_from_ids)
 
 
 class OurIdsCPOTrainer(CPOTrainer):
-    def tokenize_row(self, feature, model=None) -> dict:
-        return row_from_ids(feature)
+    tokenize_row = staticmethod(row_from_ids)
 
 
 def orpo():
