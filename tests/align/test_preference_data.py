@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import SHARED
+from helpers import ROOT, SHARED
 
 from tunekit.config import DatasetSpec, load_config
 from tunekit.data.align_data import build_dataset
@@ -87,12 +87,14 @@ def test_length_limits_drop_long_prompts_and_cut_long_completions(tmp_path, tiny
         {"prompt": "word " * 80, "chosen": "yes", "rejected": "no"},
         {"prompt": "short", "chosen": "long " * 80, "rejected": "no"},
     ])
-    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.path={path}", "data.cutoff_len=40",
-                             "train.stage=dpo", "align.max_prompt_len=20"])
     template = load_template(AutoTokenizer.from_pretrained(tiny_model_dir), None)
-    data, stats, problems = build_dataset(cfg, cfg.data.datasets, template, "pairs")
-    assert (stats["kept"], stats["prompt_too_long"], stats["truncated"], problems) == (2, 1, 1, [])
-    assert all(len(r["prompt_ids"]) + len(r["chosen_ids"]) <= 40 for r in data)
+    counts = ("kept", "prompt_too_long", "dropped_overlength", "truncated")
+    for overlength, want in (("truncate", (2, 1, 0, 1)), ("drop", (1, 1, 1, 0))):
+        cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.path={path}", "data.cutoff_len=40",
+                                 "train.stage=dpo", "align.max_prompt_len=20", f"data.overlength={overlength}"])
+        data, stats, problems = build_dataset(cfg, cfg.data.datasets, template, "pairs")
+        assert (tuple(stats[k] for k in counts), problems) == (want, [])
+        assert all(len(r["prompt_ids"]) + len(r["chosen_ids"]) <= 40 for r in data)
 
 
 def test_train_refuses_a_dataset_without_usable_rows(tmp_path, tiny_model_dir, capsys):
@@ -107,3 +109,14 @@ def test_train_refuses_a_dataset_without_usable_rows(tmp_path, tiny_model_dir, c
     assert code != 0 and "Traceback" not in err
     assert f"error: no usable rows in {path}" in err and f"{path}:1:" in err and "identical" in err
     assert not (tmp_path / "run" / "tunekit.json").exists()
+
+
+def test_data_check_reports_bad_pairs_as_the_stage_reads_them(tmp_path, tiny_model_dir, capsys):
+    from tunekit.cli import main
+
+    path = jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Q", "chosen": "good", "rejected": "bad"},
+                                            {"prompt": "Q", "chosen": "same", "rejected": "same"}])
+    code = main(["data", "check", str(ROOT / "configs" / "dpo.yaml"), f"model.name_or_path={tiny_model_dir}",
+                 f"data.path={path}"])
+    out = capsys.readouterr().out
+    assert code == 1 and f"{path}:2: " in out and "identical" in out and "kept: 1" in out

@@ -33,13 +33,31 @@ def run(args) -> int:
 
 
 def check(args) -> int:
+    from tunekit.config import ALIGN_STAGES
     from tunekit.data.check import format_report, problems_file
     from tunekit.data.pipeline import prepare_data
 
     cfg, tokenizer, template = _setup(args)
+    if cfg.train.stage in ALIGN_STAGES:
+        return _check_align(cfg, tokenizer)
     data = prepare_data(cfg, tokenizer, template)
     print(format_report(data.stats, data.problems, cfg.data.cutoff_len, problems_file(cfg, data)))
     return 1 if data.problems else 0
+
+
+def _check_align(cfg, tokenizer) -> int:
+    """Pairs, unpaired rows or prompts, rendered as the stage trains them (tunekit.data.align_data)."""
+    from tunekit.data.align_data import build_dataset
+    from tunekit.data.check import format_report
+    from tunekit.data.templates import load_template
+    from tunekit.train.stages import STAGES
+
+    stage = STAGES[cfg.train.stage]
+    template = load_template(tokenizer, cfg.model.template)
+    _, stats, problems = build_dataset(cfg, cfg.data.datasets, template, stage.records, stage.layout)
+    print(format_report(stats, problems, cfg.data.cutoff_len).rsplit("\ntoken lengths", 1)[0])
+    print(f"prompts longer than align.max_prompt_len (dropped): {stats['prompt_too_long']}")
+    return 1 if problems else 0
 
 
 def overlength_note(tokens: int, data_cfg) -> str:

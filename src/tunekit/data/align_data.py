@@ -13,8 +13,9 @@ never renders a conversation a second time:
   prompts           prompt (the rendered text), prompt_ids, answer, messages (grpo)
 
 Lengths: a prompt longer than align.max_prompt_len is dropped (counted `prompt_too_long`);
-a completion that does not fit data.cutoff_len after its prompt is cut (counted
-`truncated`; it then has no end-of-turn). A pair whose two renderings disagree on the
+a row whose completion does not fit data.cutoff_len after its prompt follows
+data.overlength, as in sft: dropped (`dropped_overlength`) or cut (`truncated`; the cut
+completion has no end-of-turn). A pair whose two renderings disagree on the
 prompt tokens (a token joining prompt and answer) is a bad row. Preference data is small
 and rendered in memory each run (no tokenized cache).
 """
@@ -46,7 +47,8 @@ class AlignData:
 class _Limits:
     max_prompt: int
     max_total: int
-    counts: dict = field(default_factory=lambda: {"prompt_too_long": 0, "truncated": 0})
+    overlength: str = "drop"
+    counts: dict = field(default_factory=lambda: {"prompt_too_long": 0, "dropped_overlength": 0, "truncated": 0})
 
 
 def prepare_align_data(cfg, template: ChatTemplate, kind: str, layout: str = "prompt") -> AlignData:
@@ -69,7 +71,8 @@ def build_dataset(cfg, specs, template: ChatTemplate, kind: str, layout: str = "
     """(Dataset, stats, problems) for the records of `specs`."""
     loaded = load_preference_records(specs, kind)
     problems = list(loaded.problems)
-    limits = _Limits(cfg.align.max_prompt_len or cfg.data.cutoff_len // 2, cfg.data.cutoff_len)
+    limits = _Limits(cfg.align.max_prompt_len or cfg.data.cutoff_len // 2, cfg.data.cutoff_len,
+                     cfg.data.overlength)
     rows = []
     for record in loaded.records:
         try:
@@ -83,7 +86,8 @@ def build_dataset(cfg, specs, template: ChatTemplate, kind: str, layout: str = "
     if not rows:
         shown = "".join(f"\n  {p}" for p in problems[:10])
         raise DataError("no usable rows in " + ", ".join(s.path for s in specs) + shown)
-    stats = dict(rows_read=loaded.rows_read, kept=len(rows), skipped=len(problems), **limits.counts)
+    stats = dict(rows_read=loaded.rows_read, kept=len(rows), skipped=len(problems), overlength=limits.overlength,
+                 **limits.counts)
     return Dataset.from_list(rows), stats, problems
 
 
@@ -107,12 +111,16 @@ def encode_completion(template: ChatTemplate, prompt: list[dict], answer: str, t
 
 
 def _fit(prompt_ids: list[int], completions: list[list[int]], limits: _Limits) -> list[list[int]] | None:
-    """Completions cut to fit the length limit after the prompt; None when the prompt is too long."""
+    """Completions that fit the length limit after the prompt (cut, with data.overlength: truncate);
+    None when the row is dropped."""
     if len(prompt_ids) > limits.max_prompt:
         limits.counts["prompt_too_long"] += 1
         return None
     room = limits.max_total - len(prompt_ids)
     if any(len(c) > room for c in completions):
+        if limits.overlength == "drop":
+            limits.counts["dropped_overlength"] += 1
+            return None
         limits.counts["truncated"] += 1
     return [c[:room] for c in completions]
 
