@@ -29,25 +29,26 @@ REWARD_SERIES = {"chosen": "rewards/chosen", "rejected": "rewards/rejected", "ma
                  "pair accuracy (rm)": "accuracy", "margin (rm)": "margin"}
 
 
-def train_aligned(cfg: Config, run_dir: Path) -> Path:
-    from tunekit.train.run import resume_checkpoint, save_run
+def train_aligned(cfg: Config) -> Path:
+    from tunekit.train.run import disk_full_message, prepare_run_dir, report_data, resume_checkpoint, save_run
 
     stage = stage_of(cfg)
     start = starting_run(cfg)
     tokenizer, template = tokenizer_and_template(cfg, start)
     data = prepare_align_data(cfg, template, stage.records, stage.layout)
-    log.info("data: %d training rows%s (%s)", len(data.train),
-             f", {len(data.eval)} eval" if data.eval is not None else "", data.stats)
+    report_data(cfg, data)  # bad rows refuse the run (data.skip_bad_rows), before anything is written
+    run_dir = prepare_run_dir(cfg)
     model, peft, reference = build_models(cfg, stage, tokenizer, template, start)
     trainer, guard = build_stage_trainer(cfg, stage, model, peft, reference, tokenizer, data, run_dir)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
-    if guard.error is not None:
-        raise guard.error
-    save_stage_model(trainer, stage, run_dir)
-    if is_main_process():
-        base = start.base_model if start is not None and start.is_adapter else None
-        save_run(cfg, trainer, tokenizer, template, data, run_dir, base_model=base)
-        plot_metrics(run_dir, REWARD_SERIES, REWARDS_PLOT, "reward")
+    with disk_full_message(run_dir):
+        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
+        if guard.error is not None:
+            raise guard.error
+        save_stage_model(trainer, stage, run_dir)
+        if is_main_process():
+            base = start.base_model if start is not None and start.is_adapter else None
+            save_run(cfg, trainer, tokenizer, template, data, run_dir, base_model=base)
+            plot_metrics(run_dir, REWARD_SERIES, REWARDS_PLOT, "reward")
     return run_dir
 
 

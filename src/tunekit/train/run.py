@@ -45,7 +45,7 @@ def train(cfg: Config) -> Path:
     if cfg.train.stage in ALIGN_STAGES:  # rm, dpo, kto, orpo, simpo, grpo: on TRL's trainers
         from tunekit.train.align_run import train_aligned
 
-        return train_aligned(cfg, prepare_run_dir(cfg))
+        return train_aligned(cfg)
     tokenizer = load_tokenizer(cfg.model)
     template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
     data = prepare_data(cfg, tokenizer, template, trained_samples=_trained_samples(cfg, Path(cfg.train.output_dir)))
