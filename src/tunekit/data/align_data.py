@@ -1,6 +1,6 @@
 """Preference / prompt records -> the token columns TRL's trainers read, rendered by our template.
 
-    data = prepare_align_data(cfg, template, kind="pairs", layout="prompt")   # AlignData(train, eval, stats, ...)
+    data = prepare_align_data(cfg, template, kind="pairs", layout="prompt")   # PreparedData, as for sft
 
 Every completion is rendered by `ChatTemplate.encode` exactly as an sft answer: the prompt
 plus one assistant turn, whose trained tokens (the answer and its end-of-turn) are the
@@ -34,16 +34,6 @@ from tunekit.errors import DataError
 
 
 @dataclass
-class AlignData:
-    train: Dataset
-    eval: Dataset | None
-    stats: dict
-    problems: list[Problem] = field(default_factory=list)
-    fingerprint: str = ""
-    cache_hit: bool = False
-
-
-@dataclass
 class _Limits:
     max_prompt: int
     max_total: int
@@ -51,8 +41,8 @@ class _Limits:
     counts: dict = field(default_factory=lambda: {"prompt_too_long": 0, "dropped_overlength": 0, "truncated": 0})
 
 
-def prepare_align_data(cfg, template: ChatTemplate, kind: str, layout: str = "prompt") -> AlignData:
-    from tunekit.data.pipeline import fingerprint
+def prepare_align_data(cfg, template: ChatTemplate, kind: str, layout: str = "prompt"):
+    from tunekit.data.pipeline import PreparedData, fingerprint
 
     train, stats, problems = build_dataset(cfg, cfg.data.datasets, template, kind, layout)
     evaluation = None
@@ -63,7 +53,7 @@ def prepare_align_data(cfg, template: ChatTemplate, kind: str, layout: str = "pr
         size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
         split = train.train_test_split(test_size=size, seed=cfg.train.seed)
         train, evaluation = split["train"], split["test"]
-    return AlignData(train, evaluation, stats, problems, fingerprint(cfg, cfg.data.datasets, template.tokenizer,
+    return PreparedData(train, evaluation, stats, problems, fingerprint(cfg, cfg.data.datasets, template.tokenizer,
                                                                        template))
 
 
@@ -77,9 +67,7 @@ def build_dataset(cfg, specs, template: ChatTemplate, kind: str, layout: str = "
     for record in loaded.records:
         try:
             row = ROW_BUILDERS[kind](record, template, limits, layout)
-        except TemplateError as exc:
-            row, problems = None, problems + [_problem(record.source, str(exc))]
-        except _Bad as exc:
+        except (TemplateError, _Bad) as exc:  # a row the template cannot render, or whose two answers disagree
             row, problems = None, problems + [_problem(record.source, str(exc))]
         if row is not None:
             rows.append(row)
