@@ -433,6 +433,9 @@ def _validate_align(cfg: Config) -> None:
     if d.train_on_prompt or d.mask_history or d.packing:
         raise ConfigError(f"data.train_on_prompt / mask_history / packing apply to sft; stage {cfg.train.stage} "
                           "trains each completion (answer + end-of-turn) alone: unset them")
+    if d.streaming:
+        raise ConfigError(f"data.streaming applies to sft and pt; stage {cfg.train.stage} reads its (small) "
+                          "preference data into memory: set data.streaming: false")
     if cfg.method.name in PROMPT_METHODS:
         raise ConfigError(f"method '{cfg.method.name}' is not supported by stage {cfg.train.stage}: use lora, "
                           "qlora, full or freeze")

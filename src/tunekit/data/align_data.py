@@ -22,8 +22,9 @@ and rendered in memory each run (no tokenized cache).
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from datasets import Dataset
 
@@ -42,7 +43,7 @@ class _Limits:
 
 
 def prepare_align_data(cfg, template: ChatTemplate, kind: str, layout: str = "prompt"):
-    from tunekit.data.pipeline import PreparedData, fingerprint
+    from tunekit.data.pipeline import PreparedData
 
     train, stats, problems = build_dataset(cfg, cfg.data.datasets, template, kind, layout)
     evaluation = None
@@ -53,8 +54,21 @@ def prepare_align_data(cfg, template: ChatTemplate, kind: str, layout: str = "pr
         size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
         split = train.train_test_split(test_size=size, seed=cfg.train.seed)
         train, evaluation = split["train"], split["test"]
-    return PreparedData(train, evaluation, stats, problems, fingerprint(cfg, cfg.data.datasets, template.tokenizer,
-                                                                       template))
+    return PreparedData(train, evaluation, stats, problems, fingerprint(cfg, template))
+
+
+def fingerprint(cfg, template: ChatTemplate) -> str:
+    """Hash of what the rows depend on: tokenizer, template, length options, the align section, the files."""
+    from tunekit.data.formats import source_files
+    from tunekit.data.pipeline import _base_key
+
+    h = hashlib.sha256(_base_key(cfg, template.tokenizer, template).encode())
+    h.update(json.dumps([asdict(cfg.align), cfg.data.overlength], sort_keys=True).encode())
+    for spec in cfg.data.datasets:
+        h.update(json.dumps(asdict(spec), sort_keys=True).encode())
+        for path in source_files(spec):
+            h.update(path.read_bytes())
+    return h.hexdigest()[:20]
 
 
 def build_dataset(cfg, specs, template: ChatTemplate, kind: str, layout: str = "prompt"):

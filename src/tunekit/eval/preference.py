@@ -124,13 +124,13 @@ def _classifier_scores(model, rows, which: str, batch_size: int) -> list[float]:
 def is_preference_file(path) -> bool:
     """A test set of pairs: its first row has chosen and rejected."""
     from tunekit.config import DatasetSpec
-    from tunekit.data.formats import _file_source, _resolve
+    from tunekit.data.formats import FileSource, source_files
 
     spec = path if isinstance(path, DatasetSpec) else DatasetSpec(str(path))
-    files = _resolve(spec) if Path(spec.path).exists() else None
+    files = source_files(spec) if Path(spec.path).exists() else []
     if not files:
         return False
-    for _, row, _ in _file_source(files[0])[1]:
+    for _, row, _ in FileSource(files[0]).rows():
         return isinstance(row, dict) and "chosen" in row and "rejected" in row
     return False
 
