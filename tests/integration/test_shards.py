@@ -158,5 +158,5 @@ def test_pt_check_reports_blocks_and_no_sft_only_counts(tiny_model_dir, tmp_path
     path.write_text("".join(f"document {i} has a few words\n" for i in range(30)))
     assert main(["data", "check", write_config(tmp_path, tiny_model_dir, path, stage="pt")]) == 0
     out = capsys.readouterr().out
-    assert "rows read: 30  kept: 30  skipped: 0  blocks of 16: " in out and "tokens: " in out
+    assert "rows read: 30  kept: 30  skipped: 0  blocks: " in out and "tokens: " in out
     assert "truncated" not in out and "answer" not in out

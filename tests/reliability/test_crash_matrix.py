@@ -6,8 +6,8 @@
 |                  | previous complete checkpoint, steps 1, 2    | checkpoint; the torn one removed; resume   |
 | metrics.jsonl    | torn last line -> resume repairs it, plot   | clear message; resume completes            |
 |                  | and tunekit.json written, no repeated steps |                                            |
-| cache entry      | hidden temp folder -> removed by the next   | clear message; no temp folder left         |
-|                  | run, which tokenizes again                  |                                            |
+| cache shard      | hidden temp file -> removed by the next     | clear message; no temp file left           |
+|                  | run, which finishes the file's shards       |                                            |
 | merge output     | nothing under the final name; merge again   | clear message; nothing under the final     |
 |                  | succeeds                                    | name, no temp folder left                  |
 
@@ -103,10 +103,11 @@ def test_kill_while_writing_a_cache_entry_leaves_a_temp_folder_the_next_run_remo
     result = crash("cache", "data", "tokenize", config)
     assert result.returncode == KILLED, result.stderr
     entries = cache / "datasets"
-    assert [p.name.startswith(".") for p in entries.iterdir()] == [True]  # only a hidden temporary
+    [entry] = entries.iterdir()  # one file's entry: unfinished, with a hidden temporary
+    assert not (entry / "done.json").exists() and len(hidden_leftovers(entries)) == 1
     code, out, err = run_cli(["data", "tokenize", config], capsys)
     assert code == 0 and "tokenized: 32 samples" in out, err
-    assert hidden_leftovers(entries) == [] and len(list(entries.iterdir())) == 1
+    assert hidden_leftovers(entries) == [] and (entry / "done.json").is_file()
 
 
 def test_kill_during_merge_leaves_nothing_under_the_output_name(tmp_path, tiny_lora_run, capsys):
@@ -158,16 +159,16 @@ def test_full_disk_while_appending_metrics_is_one_message_and_resumable(tmp_path
 
 
 def test_full_disk_during_a_cache_write_leaves_no_entry_and_no_temp(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from datasets import Dataset
+    from tunekit.data import pipeline
 
     cache = tmp_path / "cache"
     config = write_config(tmp_path, tiny_model_dir, cache)
-    monkeypatch.setattr(Dataset, "save_to_disk", disk_full)
+    monkeypatch.setattr(pipeline, "_write_shard", disk_full)
     for command in (["data", "check", config], ["train", config]):
         code, out, err = run_cli(command, capsys)
         assert code == 1 and err.startswith("error: disk full while writing the tokenized data"), err
         assert "data.cache_dir" in err and "Traceback" not in err
-        assert hidden_leftovers(cache) == [] and list((cache / "datasets").iterdir()) == []
+        assert hidden_leftovers(cache) == [] and [p for p in cache.rglob("*") if p.is_file()] == []
     assert not (tmp_path / "run").exists()
 
 

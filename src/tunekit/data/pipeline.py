@@ -29,9 +29,12 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
+import shutil
 import sys
+import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,7 +55,7 @@ from tunekit.data.formats import (
 from tunekit.data.progress import Progress
 from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
-from tunekit.errors import DataError
+from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
 from tunekit.processes import is_distributed, is_main_process, main_process_first
 
 log = logging.getLogger(__name__)
@@ -92,12 +95,21 @@ def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None, trained_
     train, stats, problems, key, hit = _cached(cfg, cfg.data.datasets, tokenizer, template)
     evaluation = None
     if cfg.data.eval_datasets:
-        evaluation, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
-    elif cfg.data.val_size > 0 and len(train) > 1:
-        size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
-        split = train.train_test_split(test_size=size, seed=cfg.train.seed)
+        evaluation, _, eval_problems, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
+        problems = problems + eval_problems
+    elif cfg.data.val_size > 0:
+        split = train.train_test_split(test_size=validation_rows(cfg.data.val_size, len(train)), seed=cfg.train.seed)
         train, evaluation = split["train"], split["test"]
     return PreparedData(train, evaluation, stats, problems, key, hit)
+
+
+def validation_rows(val_size: float, samples: int) -> int:
+    """data.val_size as a row count, refused when it would leave no training rows."""
+    rows = int(val_size) if val_size >= 1 else math.ceil(val_size * samples)
+    if rows >= samples:
+        raise ConfigError(f"data.val_size is {val_size:g}, which holds out {rows} of the {samples} training "
+                          "samples and leaves none to train on: give a smaller fraction (e.g. 0.05) or count")
+    return rows
 
 
 def _cached(cfg: Config, specs, tokenizer, template):
@@ -186,6 +198,8 @@ class _Shard:
 def _tokenize_all(cfg: Config, specs, job: _Job, base: str) -> tuple[list[_Entry], bool]:
     """Every file's entry, tokenizing the files whose entry is missing or unfinished."""
     root = cache_root(cfg) / "datasets"
+    if root.is_dir():
+        remove_stale_temporaries(root)
     units = [(spec, source) for spec in specs for source in sources(spec, job.stage)]
     total = sum(source.size for _, source in units)
     progress = Progress("tokenizing", total)
@@ -251,11 +265,34 @@ def _remove_stale_temps(folder: Path) -> None:
     """Temporary files (.tmp-PID-NAME) left by processes that died; a live writer's are kept."""
     for temp in folder.glob(".tmp-*"):
         pid = temp.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not _process_alive(int(pid)):
             temp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+STALE_AFTER_S = 24 * 3600  # a temporary entry whose writer cannot be identified is removed after this
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete hidden `.KEY.PID.XXXX` folders left by killed writers (dead PID, or older than a day)."""
+    removed = []
+    for tmp in folder.glob(".*"):
+        pid = tmp.name.split(".")[2] if tmp.name.count(".") >= 3 else ""
+        alive = pid.isdigit() and _process_alive(int(pid))
+        try:
+            old = time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+        except FileNotFoundError:
+            continue
+        if tmp.is_dir() and (not alive if pid.isdigit() else old):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d unfinished cache entries left by killed runs in %s", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -363,6 +400,17 @@ def _encode_in_worker(folder: Path, shard: _Shard) -> None:
 
 
 def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> None:
+    try:
+        _write_shard(job, folder, shard)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise TunekitError(f"disk full while writing the tokenized data to {folder}: the shards written so far "
+                               "are kept and a rerun continues from them; free some space, or point "
+                               "data.cache_dir at a disk with room") from None
+        raise
+
+
+def _write_shard(job: _Job, folder: Path, shard: _Shard) -> None:
     if job.stage == "pt":
         table, stats, problems = _encode_text(job, shard.records)
     else:

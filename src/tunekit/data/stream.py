@@ -15,11 +15,12 @@ shuffle buffer (seeded by train.seed, the part and the pass over the data) befor
 are tokenized, so the order is reproducible; a resumed run skips the rows its checkpoint
 had already trained on without tokenizing them, and continues with the next. The stream
 repeats the data until the Trainer stops at train.max_steps. A bad row stops the run with
-its FILE:LINE (`tunekit data check` lists them all).
+its FILE:LINE (`tunekit data check` lists them all) unless data.skip_bad_rows is true.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Iterator
 
@@ -30,6 +31,8 @@ from tunekit.data.pipeline import fit_to_cutoff
 from tunekit.data.templates import TemplateError
 from tunekit.errors import DataError
 from tunekit.processes import world_size
+
+log = logging.getLogger(__name__)
 
 
 def streamed_samples(cfg: Config, tokenizer, template, skip: int = 0):
@@ -82,8 +85,11 @@ def _records(cfg: Config) -> Iterator[object]:
                 break
             for item in read_source(source, spec, stage, limit):
                 if isinstance(item, Problem):
-                    raise DataError(f"{item} (streaming mode stops at a bad row: fix it, or find them all "
-                                    "first with tunekit data check)")
+                    if cfg.data.skip_bad_rows:
+                        log.warning("skipping a bad row (data.skip_bad_rows): %s", item)
+                        continue
+                    raise DataError(f"{item} (streaming mode stops at a bad row: fix it, find them all first with "
+                                    "tunekit data check, or set data.skip_bad_rows=true to train without them)")
                 kept += 1
                 yield item
 
