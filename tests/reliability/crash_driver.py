@@ -3,8 +3,8 @@
     python crash_driver.py POINT tunekit-args...
 
 POINT picks the write: `checkpoint` (trainer_state.json of checkpoint-2, half written),
-`metrics` (the metrics.jsonl line of step 2, half written), `cache` (a tokenized cache entry,
-written to its temporary folder but not yet renamed), `merge` (the merged model, written to
+`metrics` (the metrics.jsonl line of step 2, half written), `cache` (a tokenized shard's
+statistics file, half written under its temporary name; run it with data.num_proc=1), `merge` (the merged model, written to
 its temporary folder but not yet renamed). The process dies by SIGKILL: no handler, no cleanup.
 """
 
@@ -55,15 +55,14 @@ def arm(point: str) -> None:
 
         MetricsLog.on_log = on_log
     elif point == "cache":
-        from datasets import Dataset
+        import json
 
-        original = Dataset.save_to_disk
+        import tunekit.data.pipeline as pipeline
 
-        def save_to_disk(self, path, *args, **kwargs):
-            original(self, path, *args, **kwargs)
-            die()
+        def write_json(path, value):
+            half_then_die(path.with_name(f".tmp-{os.getpid()}-{path.name}"), json.dumps(value))
 
-        Dataset.save_to_disk = save_to_disk
+        pipeline._write_json = write_json
     elif point == "merge":
         import tunekit.export.merge as merge
 

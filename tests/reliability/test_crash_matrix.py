@@ -6,8 +6,8 @@
 |                  | previous complete checkpoint, steps 1, 2    | checkpoint; the torn one removed; resume   |
 | metrics.jsonl    | torn last line -> resume repairs it, plot   | clear message; resume completes            |
 |                  | and tunekit.json written, no repeated steps |                                            |
-| cache entry      | hidden temp folder -> removed by the next   | clear message; no temp folder left         |
-|                  | run, which tokenizes again                  |                                            |
+| cache shard      | hidden temp file -> removed by the next     | clear message; no temp file left, no       |
+|                  | run, which finishes the entry               | finished entry                             |
 | merge output     | nothing under the final name; merge again   | clear message; nothing under the final     |
 |                  | succeeds                                    | name, no temp folder left                  |
 
@@ -96,17 +96,18 @@ def test_kill_while_appending_metrics_leaves_a_tail_the_resume_repairs(tmp_path,
     assert_resumes_to_the_end(config, capsys)
 
 
-def test_kill_while_writing_a_cache_entry_leaves_a_temp_folder_the_next_run_removes(tmp_path, tiny_model_dir,
-                                                                                   capsys):
+def test_kill_while_writing_a_cache_shard_leaves_a_temp_file_the_next_run_removes(tmp_path, tiny_model_dir,
+                                                                                  capsys):
     cache = tmp_path / "cache"
     config = write_config(tmp_path, tiny_model_dir, cache)
-    result = crash("cache", "data", "tokenize", config)
+    result = crash("cache", "data", "tokenize", config, "data.num_proc=1")
     assert result.returncode == KILLED, result.stderr
     entries = cache / "datasets"
-    assert [p.name.startswith(".") for p in entries.iterdir()] == [True]  # only a hidden temporary
-    code, out, err = run_cli(["data", "tokenize", config], capsys)
+    assert [p.name.startswith(".tmp-") for p in hidden_leftovers(entries)] == [True]  # a torn temporary
+    assert not list(entries.glob("*/done.json"))
+    code, out, err = run_cli(["data", "tokenize", config, "data.num_proc=1"], capsys)
     assert code == 0 and "tokenized: 32 samples" in out, err
-    assert hidden_leftovers(entries) == [] and len(list(entries.iterdir())) == 1
+    assert hidden_leftovers(entries) == [] and len(list(entries.glob("*/done.json"))) == 1
 
 
 def test_kill_during_merge_leaves_nothing_under_the_output_name(tmp_path, tiny_lora_run, capsys):
@@ -157,17 +158,18 @@ def test_full_disk_while_appending_metrics_is_one_message_and_resumable(tmp_path
     assert_resumes_to_the_end(config, capsys)
 
 
-def test_full_disk_during_a_cache_write_leaves_no_entry_and_no_temp(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from datasets import Dataset
+def test_full_disk_during_a_cache_write_leaves_no_finished_entry_and_no_temp(tmp_path, tiny_model_dir, capsys,
+                                                                            monkeypatch):
+    import pyarrow as pa
 
     cache = tmp_path / "cache"
     config = write_config(tmp_path, tiny_model_dir, cache)
-    monkeypatch.setattr(Dataset, "save_to_disk", disk_full)
-    for command in (["data", "check", config], ["train", config]):
+    monkeypatch.setattr(pa, "OSFile", disk_full)  # the shard's Arrow file
+    for command in (["data", "check", config, "data.num_proc=1"], ["train", config, "data.num_proc=1"]):
         code, out, err = run_cli(command, capsys)
-        assert code == 1 and err.startswith("error: disk full while writing the tokenized data"), err
+        assert code == 1 and "error: disk full while writing the tokenized data" in err, err
         assert "data.cache_dir" in err and "Traceback" not in err
-        assert hidden_leftovers(cache) == [] and list((cache / "datasets").iterdir()) == []
+        assert hidden_leftovers(cache) == [] and not list(cache.glob("datasets/*/done.json"))
     assert not (tmp_path / "run").exists()
 
 

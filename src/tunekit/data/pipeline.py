@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -52,7 +53,7 @@ from tunekit.data.formats import (
 from tunekit.data.progress import Progress
 from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
-from tunekit.errors import DataError
+from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
 from tunekit.processes import is_distributed, is_main_process, main_process_first
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,21 @@ def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None, trained_
     train, stats, problems, key, hit = _cached(cfg, cfg.data.datasets, tokenizer, template)
     evaluation = None
     if cfg.data.eval_datasets:
-        evaluation, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
-    elif cfg.data.val_size > 0 and len(train) > 1:
-        size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
-        split = train.train_test_split(test_size=size, seed=cfg.train.seed)
+        evaluation, _, eval_problems, *_ = _cached(cfg, cfg.data.eval_datasets, tokenizer, template)
+        problems = problems + eval_problems
+    elif cfg.data.val_size > 0:
+        split = train.train_test_split(test_size=validation_rows(cfg.data.val_size, len(train)), seed=cfg.train.seed)
         train, evaluation = split["train"], split["test"]
     return PreparedData(train, evaluation, stats, problems, key, hit)
+
+
+def validation_rows(val_size: float, samples: int) -> int:
+    """data.val_size as a row count, refused when it would leave no training rows."""
+    rows = int(val_size) if val_size >= 1 else math.ceil(val_size * samples)
+    if rows >= samples:
+        raise ConfigError(f"data.val_size is {val_size:g}, which holds out {rows} of the {samples} training "
+                          "samples and leaves none to train on: give a smaller fraction (e.g. 0.05) or count")
+    return rows
 
 
 def _cached(cfg: Config, specs, tokenizer, template):
@@ -109,8 +119,16 @@ def _cached(cfg: Config, specs, tokenizer, template):
     if is_distributed() and not is_main_process():
         print(f"rank {os.environ.get('RANK')}: waiting for the main process to tokenize the data into "
               f"{cache_root(cfg) / 'datasets'}", file=sys.stderr, flush=True)
-    with main_process_first():
-        entries, hit = _tokenize_all(cfg, specs, job, base)
+    try:
+        with main_process_first():
+            entries, hit = _tokenize_all(cfg, specs, job, base)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        _remove_own_temps(cache_root(cfg) / "datasets")
+        raise TunekitError(f"disk full while writing the tokenized data to {cache_root(cfg) / 'datasets'}: the "
+                           "shards already written are kept and the next run continues from them; free some "
+                           "space, or point data.cache_dir at a disk with room") from None
     stats, problems = _summary(entries, job, specs)
     key = hashlib.sha256("".join(e.key for e in entries).encode()).hexdigest()[:20]
     return _assemble(entries), stats, problems, key, hit
@@ -253,6 +271,12 @@ def _remove_stale_temps(folder: Path) -> None:
         pid = temp.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
             temp.unlink(missing_ok=True)
+
+
+def _remove_own_temps(root: Path) -> None:
+    """This process's temporary files (after a failed write), in every entry folder under root."""
+    for temp in root.glob(f"*/.tmp-{os.getpid()}-*"):
+        temp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
