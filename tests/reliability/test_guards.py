@@ -1,14 +1,11 @@
 """Guards outside the tables: remote code only by the command's own flag, the web UI's input cap and
-failed turns, stale cache temporaries, and the library noise users should not see."""
+failed turns, and the library noise users should not see."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import time
 import warnings
 
 import pytest
@@ -107,26 +104,6 @@ def test_webui_caps_the_system_prompt_too(lora_engine):
                              4, 0.0, 1.0, 0, 1.0, None, []):
             shown.append(update)
     assert shown[-1] == ([], [])
-
-
-# -- the tokenized cache -----------------------------------------------------------------------------
-def test_stale_cache_temporaries_are_removed_and_live_ones_kept(tmp_path):
-    from tunekit.data.pipeline import STALE_AFTER_S, remove_stale_temporaries
-
-    dead_pid = subprocess.Popen(["true"])  # a writer that has exited
-    dead_pid.wait()
-    folders = {
-        "dead-writer": tmp_path / f".abc.{dead_pid.pid}.x1", "live-writer": tmp_path / f".abc.{os.getpid()}.x2",
-        "old-unnamed": tmp_path / ".abc.x3", "new-unnamed": tmp_path / ".abc.x4", "entry": tmp_path / "abc",
-    }
-    for folder in folders.values():
-        (folder / "dataset").mkdir(parents=True)
-    old = time.time() - STALE_AFTER_S - 60
-    os.utime(folders["old-unnamed"], (old, old))
-    removed = remove_stale_temporaries(tmp_path)
-    assert sorted(removed) == sorted([folders["dead-writer"], folders["old-unnamed"]])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        folders[k].name for k in ("live-writer", "new-unnamed", "entry"))
 
 
 # -- noise -------------------------------------------------------------------------------------------
