@@ -86,7 +86,7 @@ def trained_under_inference_prompt(tok, template, messages, tools, i, before):
         return tok(text, add_special_tokens=False)["input_ids"]
 
     prompt, turn = render(i, gen=True), render(i + 1)
-    if turn.startswith(prompt):
+    if before == ids(prompt) or turn.startswith(prompt):
         return before == ids(prompt)
     text = tok.decode(before)
     rest = turn[len(text):]

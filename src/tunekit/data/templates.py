@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -51,6 +51,7 @@ from tunekit.infer.parsers import family_for
 
 IGNORE_INDEX = -100
 _SENTINEL = "\u2063answer\u2063"  # an invisible separator no real answer contains
+THINK_BLOCK = "<think>\n{}\n</think>\n\n"  # reasoning written back where a template drops it
 
 # Special tokens the built-in templates need; added to a tokenizer that lacks them.
 BUILTIN_SPECIAL_TOKENS = {
@@ -113,6 +114,15 @@ class Encoded:
 
 
 @dataclass
+class Sample:
+    """One text to train on: its trained char spans, and where tokenization must break."""
+
+    text: str
+    spans: list[tuple[int, int]]
+    cuts: list[int] = field(default_factory=list)
+
+
+@dataclass
 class _Answer:
     """Where one answer sits in a rendered text: [start, end) plus text the template leaves out."""
 
@@ -120,6 +130,7 @@ class _Answer:
     end: int  # end of the answer; the end-of-turn text follows (or is inserted)
     eot: str  # the end-of-turn text as this turn writes it
     reasoning: str = ""  # a <think> block to write at start (the template dropped the reasoning)
+    skip: int = 0  # leading characters of `reasoning` the prompt already holds (an opened <think>)
     trained: bool = True  # False: only closed by end-of-turn (history under mask_history)
 
 
@@ -164,7 +175,7 @@ class ChatTemplate:
         return out
 
     def build_samples(self, messages: list[dict], tools=None, source: str = "", last_only: bool = False,
-                      options: dict | None = None) -> list[tuple[str, list[tuple[int, int]]]]:
+                      options: dict | None = None) -> list[Sample]:
         """The texts to train on, each with the char spans of its trained answers (+ end-of-turn).
 
         One text (the whole conversation) when the template renders every turn there as it
@@ -188,7 +199,7 @@ class ChatTemplate:
         return samples
 
     def build_text(self, messages: list[dict], tools=None, source: str = "",
-                   options: dict | None = None) -> tuple[str, list[tuple[int, int]]]:
+                   options: dict | None = None) -> Sample:
         """The one text a conversation trains as (see build_samples); TemplateError when it needs several."""
         samples = self.build_samples(messages, tools, source, options=options)
         if len(samples) > 1:
@@ -205,48 +216,72 @@ class ChatTemplate:
         """
         last = i == len(messages) - 1
         turn = text if last else self.render(messages[: i + 1], tools=tools, options=options)
-        prompt = next((p for p in self._prompts(messages[:i], tools, options) if turn.startswith(p)), None)
-        if prompt is None or not text.startswith(turn):
+        found = self._prompt_in(turn, messages[:i], tools, options)
+        if found is None or not text.startswith(turn):
             return None
+        prompt, opened = found
         written = turn[len(prompt):]
         eot = next((e for e in dict.fromkeys([self.eot_text, self.eot_text.strip()]) if e and e in written),
                    self.eot_text)  # a template may write it without its leading space (mistral's tool calls)
         cut = written.find(eot) if eot.strip() else -1
-        end = len(prompt) + (cut if cut >= 0 else len(written.rstrip()))
         message = messages[i]
+        end = len(prompt) + (cut if cut >= 0 else _answer_length(written, message_text(message)))
         reasoning = (message.get("reasoning_content") or "").strip("\n")
         shown = written[: end - len(prompt)]
         names = [c["function"]["name"] for c in message.get("tool_calls") or []]
         if message_text(message).strip() not in shown or not all(n in shown for n in names):
             return None
-        if reasoning and reasoning.strip() not in shown:
+        if opened or (reasoning and reasoning.strip() not in shown):
             if not last:
                 return None  # written back only where no later turn sees it
-            return _Answer(len(prompt), end, eot, f"<think>\n{reasoning}\n</think>\n\n")
+            return _Answer(len(prompt), end, eot, THINK_BLOCK.format(reasoning), len(opened))
         return _Answer(len(prompt), end, eot)
 
-    def _prompts(self, history, tools, options):
-        """The prompt for an answer after `history`: the generation prompt; else (a template whose
-        generation prompt differs from how it writes history, e.g. alpaca.jinja) the history's own
-        assistant header, which is then also what the engine prompts with."""
-        yield self.render(history, add_generation_prompt=True, tools=tools, options=options)
+    def _prompt_in(self, turn, history, tools, options) -> tuple[str, str] | None:
+        """(prompt, opened) for an answer after `history` in `turn`: the generation prompt when the
+        turn starts with it; else the history's own assistant header (a template whose generation
+        prompt differs from how it writes history, e.g. alpaca.jinja; the engine prompts the same),
+        and `opened`, what the generation prompt adds to it when that opens the reasoning block
+        the template never writes back (deepseek_r1_distill_qwen: `<think>\n`)."""
+        gen = self.render(history, add_generation_prompt=True, tools=tools, options=options)
+        if turn.startswith(gen):
+            return gen, ""
         probe = self.render(history + [{"role": "assistant", "content": _SENTINEL}], tools=tools, options=options)
-        if _SENTINEL in probe:
-            yield probe[: probe.index(_SENTINEL)]
+        header = probe[: probe.index(_SENTINEL)] if _SENTINEL in probe else None
+        if header is None or not turn.startswith(header):
+            return None
+        opened = gen[len(header):] if gen.startswith(header) else ""
+        return header, opened if opened and THINK_BLOCK.format("").startswith(opened) else ""
 
-    def _assemble(self, full: str, answers: list[_Answer]) -> tuple[str, list[tuple[int, int]]]:
+    def _assemble(self, full: str, answers: list[_Answer]) -> Sample:
         """`full` with reasoning written back and end-of-turn inserted where missing; answer spans."""
-        out, spans, cursor, length = [], [], 0, 0
+        out, spans, cuts, cursor, length = [], [], [], 0, 0
         for answer in answers:
             pieces = [full[cursor: answer.start], answer.reasoning, full[answer.start: answer.end], answer.eot]
             out += pieces
-            span_start = length + len(pieces[0])
+            span_start = length + len(pieces[0]) + answer.skip
             length += sum(map(len, pieces))
             if answer.trained:
                 spans.append((span_start, length))
+            if answer.skip:  # the prompt ends inside the written-back text: tokenized apart, as at inference
+                cuts.append(span_start)
             cursor = answer.end + (len(answer.eot) if full.startswith(answer.eot, answer.end) else 0)
         out.append(full[cursor:])
-        return "".join(out), spans
+        return Sample("".join(out), spans, cuts)
+
+    def _tokenize(self, samples: list[Sample]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, char offsets) of each text: one batched call; texts with cuts piece by piece."""
+        enc = self.tokenizer([s.text for s in samples], add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, return_token_type_ids=False)
+        out = list(zip(enc["input_ids"], enc["offset_mapping"]))
+        for k, sample in enumerate(samples):
+            if sample.cuts:
+                bounds = [0, *sample.cuts, len(sample.text)]
+                pieces = self.tokenizer([sample.text[a:b] for a, b in zip(bounds, bounds[1:])],
+                                        add_special_tokens=False, return_offsets_mapping=True)
+                out[k] = ([i for ids in pieces["input_ids"] for i in ids],
+                          [(a + x, a + y) for a, offs in zip(bounds, pieces["offset_mapping"]) for x, y in offs])
+        return out
 
     def _unwritten(self, messages, i, source) -> TemplateError:
         where = f"{source}: " if source else ""
@@ -272,10 +307,10 @@ class ChatTemplate:
         """Text and ids to generate the next answer from: the training render, cut before the
         first token that training would label, so the prompt ends where training's prompt did."""
         probe = messages + [{"role": "assistant", "content": _SENTINEL}]
-        text, spans = self.build_samples(probe, tools=tools, last_only=True, options=options)[-1]
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        cut = next(t for t, (_, end) in enumerate(enc["offset_mapping"]) if end > spans[-1][0])
-        return text[: enc["offset_mapping"][cut][0]], enc["input_ids"][:cut]
+        sample = self.build_samples(probe, tools=tools, last_only=True, options=options)[-1]
+        ids, offsets = self._tokenize([sample])[0]
+        cut = next(t for t, (_, end) in enumerate(offsets) if end > sample.spans[-1][0])
+        return sample.text[: offsets[cut][0]], ids[:cut]
 
     # -- tokens ----------------------------------------------------------------------------
     def encode(self, conv: Conversation, train_on_prompt: bool = False, mask_history: bool = False) -> Encoded:
@@ -295,10 +330,8 @@ class ChatTemplate:
         Each conversation gives its samples (one, or one more per turn the template rewrites)."""
         built = [self.build_samples(c.messages, c.tools, c.source, last_only=mask_history) for c in convs]
         flat = [sample for samples in built for sample in samples]
-        enc = self.tokenizer([t for t, _ in flat], add_special_tokens=False, return_offsets_mapping=True,
-                             return_attention_mask=False, return_token_type_ids=False)
-        encoded = iter(Encoded(list(ids), list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, spans))
-                       for (_, spans), ids, offsets in zip(flat, enc["input_ids"], enc["offset_mapping"]))
+        encoded = iter(Encoded(list(ids), list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, s.spans))
+                       for s, (ids, offsets) in zip(flat, self._tokenize(flat)))
         return [[next(encoded) for _ in samples] for samples in built]
 
     def encode_prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> list[int]:
@@ -341,6 +374,16 @@ class ChatTemplate:
         return {"name": self.name, "eot_text": self.eot_text, "stop_token_ids": self.stop_token_ids,
                 "tool_format": self.family.name, "tool_calls": "template" if self.native_tool_calls else "text",
                 "options": self.options}
+
+
+def _answer_length(written: str, content: str) -> int:
+    """Where an answer the template does not close ends: before the separator the template writes
+    after it (whitespace), keeping whitespace the answer itself ends with."""
+    stripped = written.rstrip()
+    own = content[len(content.rstrip()):]
+    tail = written[len(stripped):]
+    keep = next(k for k in range(len(own), -1, -1) if tail.startswith(own[:k]))
+    return len(stripped) + keep
 
 
 def _string_arguments(call: dict) -> dict:
