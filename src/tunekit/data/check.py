@@ -40,7 +40,8 @@ def format_report(stats: dict, problems, cutoff_len: int, problems_file: Path | 
     if stats.get("split"):
         lines.append(f"per-turn samples: {stats['split']} conversations are trained one sample per turn (the "
                      "template renders earlier turns differently once later ones follow), costing "
-                     f"{stats.get('split_extra_tokens', 0)} extra tokens of repeated history")
+                     f"{stats.get('split_extra_tokens', 0)} extra tokens of repeated history (of "
+                     f"{stats.get('sample_tokens', 0)} tokens in all samples)")
     if stats.get("answers_lost"):
         lines.append(f"hint: {stats['answers_lost']} samples lost their whole answer to truncation; "
                      "raise data.cutoff_len")

@@ -312,6 +312,13 @@ class ChatTemplate:
         cut = next(t for t, (_, end) in enumerate(offsets) if end > sample.spans[-1][0])
         return sample.text[: offsets[cut][0]], ids[:cut]
 
+    def answer_lead(self, messages: list[dict], tools=None, options: dict | None = None) -> str:
+        """What training puts between the prompt and an answer's own text (Qwen3's empty
+        `<think>` block), so that an answer started for the model (a forced call) starts there."""
+        probe = messages + [{"role": "assistant", "content": _SENTINEL}]
+        sample = self.build_samples(probe, tools=tools, last_only=True, options=options)[-1]
+        return sample.text[sample.spans[-1][0]: sample.text.index(_SENTINEL)]
+
     # -- tokens ----------------------------------------------------------------------------
     def encode(self, conv: Conversation, train_on_prompt: bool = False, mask_history: bool = False) -> Encoded:
         """The one sample of a conversation; TemplateError when the template needs one per turn."""

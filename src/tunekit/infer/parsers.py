@@ -41,6 +41,11 @@ class Family:
     write: Callable[[list[dict]], str]  # calls -> text
     read: Callable[[str], tuple[str, list[dict], list[str]]]  # text -> (content, calls, warnings)
     description: str = ""
+    named: str = ""  # how a call of function {name} opens, up to its arguments (tool_choice names one)
+
+    def opening(self, name: str | None) -> str:
+        """The text a forced call starts with: of that function, or of any (tool_choice "required")."""
+        return self.named.format(name=name) if name else self.named[: self.named.index("{name}")].replace("{{", "{")
 
     def calls_text(self, calls: list[dict], content: str = "") -> str:
         return self.write(calls) if not content else "\n" + self.write(calls)
@@ -205,19 +210,22 @@ def _glm_read(text: str):
 
 FAMILIES = (  # first match wins: the more specific markup first
     Family("mistral", ("[TOOL_CALLS]",), "[TOOL_CALLS]", ("[TOOL_CALLS]",), _mistral_write, _mistral_read,
-           "[TOOL_CALLS] [{name, arguments}]"),
+           "[TOOL_CALLS] [{name, arguments}]", '[TOOL_CALLS][{{"name": "{name}", "arguments": '),
     Family("deepseek", ("<｜tool▁calls▁begin｜>",), "<｜tool▁calls▁begin｜>",
            ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
-            "<｜tool▁sep｜>"), _deepseek_write, _deepseek_read, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME ```json```"),
+            "<｜tool▁sep｜>"), _deepseek_write, _deepseek_read, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME ```json```",
+           "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n"),
     Family("glm", ("<arg_key>",), "<tool_call>", ("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>",
                                                   "<arg_value>", "</arg_value>"), _glm_write, _glm_read,
-           "<tool_call>NAME <arg_key>/<arg_value>"),
+           "<tool_call>NAME <arg_key>/<arg_value>", "<tool_call>{name}"),
     Family("llama3", ("<|python_tag|>", "ipython"), "{", ("<|python_tag|>",), _llama3_write, _llama3_read,
-           'JSON {"name", "parameters"}'),
+           'JSON {"name", "parameters"}', '{{"name": "{name}", "parameters": '),
     Family("hermes", ("<tool_call>",), "<tool_call>", ("<tool_call>", "</tool_call>"), _hermes_write, _hermes_read,
-           '<tool_call>{"name", "arguments"}</tool_call>'),
+           '<tool_call>{"name", "arguments"}</tool_call>', '<tool_call>\n{{"name": "{name}", "arguments": '),
 )
-DEFAULT_FAMILY = FAMILIES[-1]  # the text form for templates without a tool-call branch
+DEFAULT_FAMILY = FAMILIES[-1]
+# reasoning split off, nothing read as a call (tool_choice "none")
+NO_CALLS = Family("none", (), "\u2063no-calls\u2063", (), _hermes_write, lambda text: (text.strip(), [], []), "", "{name}")  # the text form for templates without a tool-call branch
 REASONING_MARKERS = (THINK_OPEN, THINK_CLOSE)
 
 
@@ -256,7 +264,7 @@ class Splitter:
             return "", ""  # may be the opening of <think>
         reasoning, rest = split_think(text, self.thinking)
         if reasoning is not None and THINK_CLOSE not in text:
-            return _held(reasoning, THINK_CLOSE), ""
+            return _held(reasoning, THINK_CLOSE).rstrip("\n"), ""
         start = rest.find(self.family.call_start) if self.family.call_start != "{" else (
             0 if rest.lstrip().startswith(("{", "<|python_tag|>")) else -1)
         content = rest if start < 0 else rest[:start]
