@@ -48,6 +48,7 @@ class ModelConfig:
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32
     trust_remote_code: bool = False  # run the model's own modeling code (ChatGLM, Baichuan); opt-in
     template: str | None = None  # None: the tokenizer's own; a built-in name; or a .jinja file
+    template_options: dict = field(default_factory=dict)  # template switches, e.g. {enable_thinking: false}
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; None lets transformers pick
 
 

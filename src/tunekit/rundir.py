@@ -66,6 +66,9 @@ class TemplateRecord:
     name: str
     eot_text: str  # the text closing every trained answer
     stop_token_ids: list[int]  # generation stops on any of them
+    tool_format: str = "hermes"  # how calls are written and parsed back (infer/parsers.py FAMILIES)
+    tool_calls: str = "template"  # "template": its own tool branch writes them; "text": the family's text form
+    options: dict = field(default_factory=dict)  # template switches trained with, e.g. enable_thinking
 
 
 @dataclass

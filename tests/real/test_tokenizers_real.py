@@ -21,7 +21,7 @@ from real_artifacts import REAL_PAIRS, real_template_source, real_tokenizer
 from helpers import SHARED
 from tunekit.config import DatasetSpec
 from tunekit.data.formats import load_one
-from tunekit.data.templates import IGNORE_INDEX, ChatTemplate
+from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
 
 AWKWARD_ANSWERS = [
     "\nstarts with a newline", "  two leading spaces", "\tstarts with a tab", "，中文标点开头。",
@@ -45,38 +45,86 @@ def shared_conversations(name: str, limit: int) -> list[list[dict]]:
     return [r.messages for r in records]
 
 
-def expected_labels(tok, messages: list[dict], eot: str) -> tuple[list[int], list[int]]:
-    """(ids, labels) from the tokenizer's own template and spans found here."""
-    full = tok.apply_chat_template(messages, tokenize=False)
-    spans = []
+def reasoning_and_tool_conversations() -> list[list[dict]]:
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "北京"}}}
+    return [
+        [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2", "reasoning_content": "one and one"},
+         {"role": "user", "content": "再加一？"}, {"role": "assistant", "content": "3", "reasoning_content": "二加一"}],
+        [{"role": "user", "content": "北京天气？"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+         {"role": "tool", "content": '{"temp": 21}'}, {"role": "assistant", "content": "21度。"},
+         {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "<think>polite</think>You're welcome."}],
+    ]
+
+
+def expected_samples(tok, messages: list[dict], eot: str) -> list[tuple[list[int], list[int]]]:
+    """(ids, labels) of each sample, from the tokenizer's own template and spans found here.
+
+    Answer i starts where `apply_chat_template(history, add_generation_prompt=True)` ends and runs
+    to its first `eot` (which is trained). It is trained in the whole conversation when the whole
+    render starts with that prompt and answer; else in a sample of its own, the conversation up
+    to it (templates that strip reasoning from earlier turns).
+    """
+    def render(upto, gen=False):
+        return tok.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=gen)
+
+    full, own, spans, cuts = render(len(messages)), [], [], []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prefix = tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        assert full.startswith(prefix), f"history of answer {i} is rendered differently in the whole"
-        answer = next(a for a in (message["content"], message["content"].strip())
-                      if full.startswith(a, len(prefix)))
-        end = len(prefix) + len(answer)
-        if not full.startswith(eot, end):
-            # An inference template may leave the last turn open; the model must still learn to stop.
-            assert i == len(messages) - 1 and end == len(full), f"answer {i} is not followed by {eot!r}"
-            full += eot
-        spans.append((len(prefix), end + len(eot)))
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    labels = [ids if any(s < e_tok and e > s_tok for s, e in spans) else IGNORE_INDEX
-              for ids, (s_tok, e_tok) in zip(enc["input_ids"], enc["offset_mapping"])]
-    return enc["input_ids"], labels
+        prefix, turn = render(i, gen=True), render(i + 1)
+        opened = ""
+        if not turn.startswith(prefix):  # a generation prompt that opens <think> (R1-Distill)
+            assert prefix.endswith("<think>\n") and turn.startswith(prefix[: -len("<think>\n")]), i
+            opened = "<think>\n"
+        head = len(prefix) - len(opened)
+        end = turn.find(eot, head)
+        if end < 0:  # an inference template may leave the last turn open; the model must still learn to stop
+            closed = full.startswith(turn) and full.startswith(eot, len(turn))
+            assert closed or i == len(messages) - 1, f"answer {i} is not followed by {eot!r}"
+            turn, end = turn + eot, len(turn)
+        answer = turn[: end + len(eot)]
+        reasoning = message.get("reasoning_content") or ""
+        if opened or (reasoning and reasoning not in answer[head:]):  # written back where the template drops it
+            think = f"<think>\n{reasoning}\n</think>\n\n"
+            text, span = turn[:head] + think + turn[head:], (len(prefix), end + len(think) + len(eot))
+            cut = [len(prefix)] if opened else []  # the prompt is tokenized as at inference, apart
+            if i == len(messages) - 1:
+                full, spans, cuts = text, spans + [span], cut
+            else:
+                own.append((text, [span], cut))
+        elif full.startswith(answer) or full + eot == answer:
+            spans.append((len(prefix), end + len(eot)))
+            full = full if full.startswith(answer) else full + eot
+        else:
+            own.append((turn, [(len(prefix), end + len(eot))], []))
+    out = own + ([(full, spans, cuts)] if spans else [])
+    return [_labelled(tok, *sample) for sample in out]
 
 
-# Reasoning templates render the answer after the last question with a <think> block the
-# generation prompt does not write, and strip it from earlier answers: issue 12 trains each
-# turn under its own inference prefix. Until then these pairs must fail, not pass by accident.
-REASONING = {"qwen3.jinja", "deepseek_r1_distill_qwen.jinja"}
+def _labelled(tok, text, spans, cuts):
+    ids, offsets = [], []
+    for a, b in zip([0, *cuts], [*cuts, len(text)]):
+        enc = tok(text[a:b], add_special_tokens=False, return_offsets_mapping=True)
+        ids += enc["input_ids"]
+        offsets += [(a + x, a + y) for x, y in enc["offset_mapping"]]
+    labels = [i if any(s < e_tok and e > s_tok for s, e in spans) else IGNORE_INDEX
+              for i, (s_tok, e_tok) in zip(ids, offsets)]
+    return ids, labels
 
 
-def expect_reasoning_failure(request, real) -> None:
-    if real.template in REASONING:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="per-turn reasoning prefixes (issue 12)"))
+def encode_or_refuse(template, tok, conv):
+    """The samples of conv; None when tunekit refuses it, which it may only where the template's
+    own render of a turn does not start with that turn's generation prompt less an opened <think>
+    (R1-Distill's tool branch drops <｜Assistant｜> before a conversation's second call)."""
+    try:
+        return template.encode_samples(conv)
+    except TemplateError:
+        messages = template.prepare(conv.messages)
+        broken = [i for i, m in enumerate(messages) if m["role"] == "assistant" and not tok.apply_chat_template(
+            messages[: i + 1], tokenize=False).startswith(tok.apply_chat_template(
+                messages[:i], tokenize=False, add_generation_prompt=True).removesuffix("<think>\n"))]
+        assert broken, f"{conv.source}: refused, but the template writes every turn after its prompt"
+        return None
 
 
 @pytest.fixture(scope="module", params=REAL_PAIRS, ids=lambda p: p.id)
@@ -93,25 +141,29 @@ def test_end_of_turn_is_the_template_s_not_eos(pair):
     assert template.stop_token_ids == [tok.convert_tokens_to_ids(real.eot)]
 
 
-@pytest.mark.parametrize("data", ["awkward", "alpaca_zh_demo.json", "glaive_toolcall_zh_demo.json"])
-def test_ids_and_labels_match_an_independent_reading(pair, data, request):
+@pytest.mark.parametrize("data", ["awkward", "alpaca_zh_demo.json", "glaive_toolcall_zh_demo.json", "reasoning"])
+def test_ids_and_labels_match_an_independent_reading(pair, data):
     real, tok, template = pair
-    expect_reasoning_failure(request, real)
-    convs = awkward_conversations() if data == "awkward" else shared_conversations(data, 40)
+    convs = {"awkward": awkward_conversations, "reasoning": reasoning_and_tool_conversations}.get(
+        data, lambda: shared_conversations(data, 40))()
     from tunekit.data.records import Conversation
 
-    encoded = template.encode_many([Conversation(m, source=f"{data}:{n}") for n, m in enumerate(convs)])
+    encoded = [encode_or_refuse(template, tok, Conversation(m, source=f"{data}:{n}")) for n, m in enumerate(convs)]
     for n, (messages, ours) in enumerate(zip(convs, encoded)):
-        ids, labels = expected_labels(tok, messages, real.eot)
-        assert ours.input_ids == ids, f"{data} #{n}: ids differ from apply_chat_template"
-        assert ours.labels == labels, f"{data} #{n}: labels differ from the answers + {real.eot!r}"
-        trained = [i for i in labels if i != IGNORE_INDEX]
+        if ours is None:
+            continue
+        prepared = template.prepare(messages)  # calls as text where the template has no tool branch
+        expected = expected_samples(tok, prepared, real.eot)
+        assert len(ours) == len(expected), f"{data} #{n}: {len(ours)} samples, expected {len(expected)}"
+        for k, (sample, (ids, labels)) in enumerate(zip(ours, expected)):
+            assert sample.input_ids == ids, f"{data} #{n}.{k}: ids differ from apply_chat_template"
+            assert sample.labels == labels, f"{data} #{n}.{k}: labels differ from the answers + {real.eot!r}"
+        trained = [i for sample in ours for i in sample.labels if i != IGNORE_INDEX]
         assert trained.count(tok.convert_tokens_to_ids(real.eot)) == sum(m["role"] == "assistant" for m in messages)
 
 
-def test_prompt_for_generation_ends_where_training_s_prompt_did(pair, request):
+def test_prompt_for_generation_ends_where_training_s_prompt_did(pair):
     real, tok, template = pair
-    expect_reasoning_failure(request, real)
     messages = [{"role": "user", "content": "第一个问题"}, {"role": "assistant", "content": "答。"},
                 {"role": "user", "content": "second question"}]
     expected = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)

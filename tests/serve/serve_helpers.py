@@ -18,6 +18,28 @@ QUESTIONS = ["你好", "今天天气怎么样？", "帮我写一首诗", "what i
 UNSEEN_QUESTION = "你能做什么？"  # not in the training data
 API_KEY = "test-key-123"
 
+# Tool-call and reasoning conversations the tool run learns (tests/serve/test_tools_api.py).
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_QUESTIONS = ["What is the weather in Paris?", "Weather in Paris?", "How warm is Paris now?",
+                     "Paris weather please"]
+WEATHER_RESULT, WEATHER_ANSWER = '{"temp": 21}', "It is 21 degrees."
+REASONING_TURNS = [("hi there", "A greeting.", "Hello!"), ("1+1?", "One plus one.", "2")]
+
+
+def tool_rows() -> list[dict]:
+    """openai-format rows: a call, its result, the answer; and two-turn reasoning conversations."""
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    rows = []
+    for question in WEATHER_QUESTIONS:
+        rows.append({"tools": [WEATHER_TOOL], "messages": [
+            {"role": "user", "content": question}, {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": WEATHER_RESULT}, {"role": "assistant", "content": WEATHER_ANSWER}]})
+        rows.append({"messages": [m for q, thought, answer in REASONING_TURNS for m in (
+            {"role": "user", "content": q}, {"role": "assistant", "content": f"<think>{thought}</think>{answer}"})]})
+    return rows
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -60,3 +60,31 @@ def test_chat_loop_keeps_history_until_clear_and_applies_system(engine):
     assert third == [{"role": "system", "content": "你是助手"}, {"role": "user", "content": "第三"}]
     assert out.getvalue().count(f"assistant> {BRIEF_ANSWER}\n") == 3
     assert len(SPEED.findall(out.getvalue())) == 3
+
+
+def shown_answer(text: str, show_reasoning: bool) -> str:
+    """What the terminal shows for a model output streamed in 4-character pieces."""
+    from tunekit.infer.engine import Turn
+    from tunekit.infer.params import Reply
+    from tunekit.infer.parsers import family_named
+    from tunekit.serve.chat_cli import AnswerView
+
+    out, turn = io.StringIO(), Turn([], family_named("hermes"))
+    view = AnswerView(turn, show_reasoning, out)
+    for k in range(0, len(text), 4):
+        view.push(text[k: k + 4])
+    view.finish(turn.finish(Reply(text, 1, 1, "stop")))
+    return out.getvalue()
+
+
+def test_reasoning_is_folded_by_default_and_calls_are_shown():
+    text = ('<think>\nthe user wants weather\n</think>\n\nChecking.\n'
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>')
+    folded = shown_answer(text, show_reasoning=False)
+    assert folded == ('Checking.\n(thinking: 22 chars, /think shows it)\n'
+                      '-> call get_weather {"city": "巴黎"}')
+    shown = shown_answer(text, show_reasoning=True)
+    assert shown.startswith("(thinking) the user wants weather\n(answer) Checking.")
+    assert "<tool_call>" not in folded + shown
+    broken = shown_answer('<tool_call>\n{"name": "f", "arguments": {oops}}\n</tool_call>', show_reasoning=False)
+    assert "<tool_call>" in broken and "(warning: the model wrote a malformed" in broken

@@ -62,8 +62,12 @@ def test_glaive_toolcall_maps_roles_and_parses_tools():
     assert (len(result.records), result.problems) == (300, [])
     first = result.records[0]
     assert roles(first) == ["user", "assistant", "tool", "assistant"]
-    assert json.loads(first.messages[1]["content"])["name"] == "generate_invoice"
-    assert [t["name"] for t in first.tools] == ["generate_invoice", "generate_password"]
+    call = first.messages[1]["tool_calls"][0]
+    assert first.messages[1]["content"] == "" and call["type"] == "function"
+    assert call["function"]["name"] == "generate_invoice"
+    assert call["function"]["arguments"]["customer_name"] == "约翰·多伊"  # a dict, as templates expect
+    assert [t["function"]["name"] for t in first.tools] == ["generate_invoice", "generate_password"]
+    assert {t["type"] for t in first.tools} == {"function"}
 
 
 @needs_shared
@@ -116,7 +120,7 @@ def test_sharegpt_bad_rows_are_reported_at_their_lines():
     assert result.rows_read == 9  # the blank line 6 is not a row
     good, own_system = result.records
     assert roles(good) == ["user", "assistant", "tool", "assistant"] and good.tools == [
-        {"name": "w", "description": "weather"}]
+        {"type": "function", "function": {"name": "w", "description": "weather"}}]
     assert own_system.messages[0] == {"role": "system", "content": "own system"}
     assert own_system.source.endswith("sharegpt_mixed.jsonl:10")
 
@@ -177,9 +181,27 @@ def test_openai_messages_with_tools_and_tool_calls(tmp_path):
         {"role": "assistant", "content": "hi"}]}) + "\n")
     result = load_one(DatasetSpec(str(path), system="Be exact."), "sft")
     conv = result.records[0]
-    assert roles(conv) == ["system", "user", "assistant", "tool", "assistant"] and conv.tools == [{"name": "add"}]
-    assert json.loads(conv.messages[2]["content"]) == {"name": "add", "arguments": {"a": 2, "b": 2}}
+    assert roles(conv) == ["system", "user", "assistant", "tool", "assistant"]
+    assert conv.tools == [{"type": "function", "function": {"name": "add"}}]
+    assert conv.messages[2] == {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]}
+    assert conv.messages[3] == {"role": "tool", "content": "4"}
     assert "message 1 is 'assistant' but opens the conversation" in problems_of(result)[2]
+
+
+def test_reasoning_from_a_field_or_inline_think_and_bad_calls(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "<think>\nstep 1\n</think>\n\nanswer"}]},
+            {"messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "answer", "reasoning_content": "step 1"}]},
+            {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{oops"}]}]
+    path = write(tmp_path / "r.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    result = load_one(DatasetSpec(str(path), format="auto"), "sft")
+    inline, field = (c.messages[1] for c in result.records[:2])
+    assert inline == {"role": "assistant", "content": "answer", "reasoning_content": "step 1"}
+    assert field == inline
+    sharegpt = load_one(DatasetSpec(str(write(tmp_path / "s.jsonl", json.dumps(rows[2]) + "\n"))), "sft")
+    assert "message 2 (function_call) must be a JSON call" in str(sharegpt.problems[0])
 
 
 # ---------------------------------------------------------------- formats, mappings, options

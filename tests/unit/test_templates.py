@@ -96,10 +96,11 @@ def test_ids_match_apply_chat_template_and_mask_is_answers(name, kind):
 
 def assert_runs_are_answers(runs, expected):
     """Each labelled run is one answer plus end-of-turn; a first token may also carry the
-    header's trailing space when the tokenizer joins them (mistral: ' Paris')."""
+    header's trailing space when the tokenizer joins them (mistral: ' Paris'), and a template that
+    writes an empty reasoning block before every answer (GLM-4.6) trains it as part of the answer."""
     assert len(runs) == len(expected)
     for run, want in zip(runs, expected):
-        assert run.endswith(want) and run[: len(run) - len(want)].strip() == "", (run, want)
+        assert run.endswith(want) and run[: len(run) - len(want)].strip() in ("", "<think></think>"), (run, want)
 
 
 @pytest.mark.parametrize("name", sorted(TOKENS))
@@ -130,22 +131,29 @@ STRIPS_HISTORY = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}")
 
 
-def test_template_that_rewrites_history_is_refused():
+def test_template_that_rewrites_history_trains_each_turn_under_its_own_prompt():
     tok = build_tokenizer(["<|im_start|>", "<|im_end|>"], eos="<|endoftext|>")
     template = ChatTemplate(tok, STRIPS_HISTORY, "strips")
     messages = [{"role": "user", "content": U1}, {"role": "assistant", "content": "<think>hmm</think>Paris."},
                 {"role": "user", "content": U2}, {"role": "assistant", "content": A2}]
-    with pytest.raises(TemplateError, match="chat.json:3: .*rewrites history"):
+    with pytest.raises(TemplateError, match="chat.json:3: .*trains as 2 samples"):
         template.encode(Conversation(messages, source="chat.json:3"))
-    single = template.encode(Conversation(messages[:2]))  # nothing to rewrite: trained as written
-    assert tok.decode(labelled_runs(single.input_ids, single.labels)[0]) == "<think>hmm</think>Paris.<|im_end|>"
+    first, whole = template.encode_samples(Conversation(messages))
+    runs = [tok.decode(r) for r in labelled_runs(first.input_ids, first.labels)]
+    assert runs == ["<think>\nhmm\n</think>\n\nParis.<|im_end|>"]  # reasoning written back: the template drops it
+    assert tok.decode(first.input_ids) == "<|im_start|>user\n" + U1 + "<|im_end|>\n<|im_start|>assistant\n" + runs[0] + "\n"
+    assert [tok.decode(r) for r in labelled_runs(whole.input_ids, whole.labels)] == [A2 + "<|im_end|>"]
+    assert tok.decode(whole.input_ids) == tok.apply_chat_template(messages, tokenize=False, chat_template=STRIPS_HISTORY)
 
 
-def test_template_that_drops_part_of_the_answer_is_refused():
-    _, template = make_template("deepseek_r1")
+def test_template_that_drops_reasoning_gets_it_written_back():
+    tok, template = make_template("deepseek_r1")
     messages = [{"role": "user", "content": U1}, {"role": "assistant", "content": "<think>hmm</think>Paris."}]
-    with pytest.raises(TemplateError, match="answer 1 verbatim"):
-        template.encode(Conversation(messages))
+    enc = template.encode(Conversation(messages))
+    assert [tok.decode(r) for r in labelled_runs(enc.input_ids, enc.labels)] == [
+        "<think>\nhmm\n</think>\n\nParis.<｜end▁of▁sentence｜>"]
+    prompt = tok.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=True)["input_ids"]
+    assert enc.input_ids[: len(prompt)] == prompt and enc.labels[len(prompt) - 1] == IGNORE_INDEX
 
 
 @pytest.mark.parametrize("name,eot", [("chatml", "<|im_end|>"), ("llama3", "<|eot_id|>"), ("alpaca", "</s>"),

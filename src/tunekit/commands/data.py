@@ -24,7 +24,8 @@ def _setup(args):
     cfg = load_config(args.config, args.overrides)
     check_model_path(cfg.model)  # the tokenizer decides token counts
     tokenizer = load_tokenizer(cfg.model)
-    template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
+    template = (load_template(tokenizer, cfg.model.template, cfg.model.template_options)
+                if cfg.train.stage == "sft" else None)
     return cfg, tokenizer, template
 
 

@@ -23,6 +23,7 @@ PROBLEMS_FOLDER = "problems"  # under the cache root: <fingerprint>.txt, the ful
 
 TRAINED_OPEN, TRAINED_CLOSE = "\x1b[42;30m", "\x1b[0m"  # green background on a terminal
 PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
+SAMPLE_SEPARATOR = "\n--- next sample (same conversation, next turn) ---\n"
 
 
 def format_report(stats: dict, problems, cutoff_len: int, problems_file: Path | None = None) -> str:
@@ -36,6 +37,11 @@ def format_report(stats: dict, problems, cutoff_len: int, problems_file: Path | 
                    f"answer truncated away: {stats.get('answers_lost', 0)}")
     lines.append(counts)
     lines.append("token lengths: " + "  ".join(f"{k} {stats.get(k, 0)}" for k in ("p50", "p90", "p99", "max")))
+    if stats.get("split"):
+        lines.append(f"per-turn samples: {stats['split']} conversations are trained one sample per turn (the "
+                     "template renders earlier turns differently once later ones follow), costing "
+                     f"{stats.get('split_extra_tokens', 0)} extra tokens of repeated history (of "
+                     f"{stats.get('sample_tokens', 0)} tokens in all samples)")
     if stats.get("answers_lost"):
         lines.append(f"hint: {stats['answers_lost']} samples lost their whole answer to truncation; "
                      "raise data.cutoff_len")
@@ -76,8 +82,14 @@ def refuse_bad_rows(problems: list[Problem], problems_file: Path | None, skip: b
 
 
 def render_marked(template: ChatTemplate, conv: Conversation, color: bool, **options) -> tuple[str, int, int]:
-    """The sample's text with each trained span wrapped in markers; (text, tokens, trained tokens)."""
-    enc = template.encode(conv, **options)
+    """The samples' text with each trained span wrapped in markers; (text, tokens, trained tokens).
+    A conversation trained one sample per turn shows each sample, separated by a line."""
+    marked = [_marked(template, enc, color) for enc in template.encode_samples(conv, **options)]
+    return (SAMPLE_SEPARATOR.join(text for text, _, _ in marked), sum(m[1] for m in marked),
+            sum(m[2] for m in marked))
+
+
+def _marked(template: ChatTemplate, enc, color: bool) -> tuple[str, int, int]:
     tok = template.tokenizer
     opener, closer = (TRAINED_OPEN, TRAINED_CLOSE) if color else (PLAIN_OPEN, PLAIN_CLOSE)
     pieces, run, trained = [], [], None

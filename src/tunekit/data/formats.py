@@ -19,7 +19,10 @@ one, or one nested deeper than the JSON parser allows, is a bad row (skipped unr
 Row formats (detected per file from its first row, or forced with `format:`; `columns:`
 maps canonical names to the file's keys): alpaca, instruct, prompt_response, sharegpt,
 openai, text. A tool call (sharegpt function_call, openai tool_calls) becomes an assistant
-message whose content is the call as JSON; a tool result becomes a "tool" message.
+message with structured `tool_calls` (records.py), rendered by the template's own tool
+branch; a tool result (observation, tool) becomes a "tool" message; `tools` definitions
+travel with the conversation. Reasoning (an OpenAI-style `reasoning_content` field or an
+inline `<think>...</think>` opening the answer) becomes the message's reasoning_content.
 
 A bad row becomes a `Problem(file, line, message)`: line is the 1-based file line where
 the row starts (Parquet and hub datasets: the row number, and the message says so).
@@ -39,7 +42,8 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from tunekit.data.records import Conversation, LoadResult, Problem, TextRecord
+from tunekit.data.records import (Conversation, LoadResult, Problem, TextRecord, normalize_message,
+                                  normalize_tools, tool_call)
 from tunekit.errors import DataError
 
 FORMATS = ("alpaca", "instruct", "prompt_response", "sharegpt", "openai", "text")
@@ -680,22 +684,39 @@ def _message(item, number: int) -> dict:
     if role is None:
         raise BadRow(f"message {number} has unknown role {name!r}; use one of {', '.join(ROLE_NAMES)}")
     content = item.get("value", item.get("content"))
-    if content is None and item.get("tool_calls"):
-        content = _calls_as_json(item["tool_calls"], number)
+    if name == "function_call":
+        return {"role": "assistant", "content": "", "tool_calls": _calls_from_text(content, number)}
+    calls = _openai_calls(item["tool_calls"], number) if item.get("tool_calls") else None
+    if content is None and calls:
+        content = ""
     if not isinstance(content, str):
         raise BadRow(f"message {number} content must be a string, got {_short(content)}; put it in quotes")
-    return {"role": role, "content": content}
+    message = {"role": role, "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    for key in ("reasoning_content", "tool_call_id", "name"):
+        if isinstance(item.get(key), str) and item[key]:
+            message[key] = item[key]
+    return normalize_message(message)
 
 
-def _calls_as_json(calls, number: int) -> str:
-    """openai tool_calls -> the sharegpt function_call text: {"name": ..., "arguments": {...}}."""
+def _calls_from_text(value, number: int) -> list[dict]:
+    """sharegpt function_call: {"name": ..., "arguments": {...}} as JSON, or a list of them."""
     try:
-        found = [{"name": c["function"]["name"], "arguments": _maybe_json(c["function"].get("arguments", {}))}
-                 for c in calls]
-    except (TypeError, KeyError):
+        found = json.loads(value) if isinstance(value, str) else value
+        found = found if isinstance(found, list) else [found]
+        return [tool_call(c["name"], c.get("arguments", c.get("parameters", {}))) for c in found]
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        raise BadRow(f"message {number} (function_call) must be a JSON call like "
+                      '{"name": "get_weather", "arguments": {"city": "Paris"}}; fix its JSON') from None
+
+
+def _openai_calls(calls, number: int) -> list[dict]:
+    try:
+        return [tool_call(c["function"]["name"], c["function"].get("arguments", {}), c.get("id")) for c in calls]
+    except (TypeError, KeyError, AttributeError):
         raise BadRow(f"message {number} tool_calls must look like "
                       '[{"type": "function", "function": {"name": ..., "arguments": ...}}]') from None
-    return json.dumps(found[0] if len(found) == 1 else found, ensure_ascii=False)
 
 
 def _check_turns(messages: list[dict]) -> None:
@@ -708,20 +729,13 @@ def _check_turns(messages: list[dict]) -> None:
             raise BadRow(f"roles out of order: message {number} is '{role}' but {place}; expected "
                           f"{' or '.join(NEXT_ROLES[previous])}. Conversations alternate user/assistant after "
                           "an optional system message, and tool results follow an assistant turn")
-        if role in ("user", "assistant") and not message["content"].strip():
+        if role in ("user", "assistant") and not (message["content"].strip() or message.get("tool_calls")):
             what = "answer" if role == "assistant" else "prompt"
             raise BadRow(f"message {number} ({role}) is empty; write the {what} or delete the row")
         previous = role
     if previous != "assistant":
         raise BadRow(f"the conversation ends with '{previous}', not an answer; sft needs a final "
                       "assistant answer: add it or drop the trailing messages")
-
-
-def _maybe_json(value):
-    try:
-        return json.loads(value) if isinstance(value, str) else value
-    except json.JSONDecodeError:
-        return value
 
 
 def _string(row: dict, columns: dict, name: str, needs: str | None = None) -> str:
@@ -775,13 +789,13 @@ def _tools(row: dict, columns: dict) -> list | None:
     key = columns.get("tools", "tools")
     value = row.get(key)
     if isinstance(value, dict):
-        return [value]
+        return normalize_tools([value])
     try:
         tools = _list(row, columns, "tools")
     except BadRow:
         raise BadRow(f"'{key}' must be a JSON list of function definitions (a list, or a string holding "
                       "one); fix its JSON") from None
-    return tools or None
+    return normalize_tools(tools)
 
 
 def _short(value) -> str:

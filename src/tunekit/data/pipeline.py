@@ -60,7 +60,7 @@ from tunekit.processes import is_distributed, is_main_process, main_process_firs
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "4"  # bump when the tokenized layout or the masking rules change
+CACHE_VERSION = "5"  # bump when the tokenized layout or the masking rules change
 SHARD_ROWS = 10_000  # rows per shard, at most ...
 SHARD_CHARS = 4 << 20  # ... and characters of text per shard
 BATCH = 1000  # rows per tokenizer call
@@ -138,6 +138,7 @@ def _base_key(cfg: Config, tokenizer, template: ChatTemplate | None) -> str:
     if template is not None:
         h.update(template.source.encode())
         h.update(template.eot_text.encode())
+        h.update(json.dumps(template.options, sort_keys=True).encode())
     d = cfg.data
     h.update(json.dumps([cfg.train.stage, d.cutoff_len, d.overlength, d.train_on_prompt, d.mask_history,
                          SHARD_ROWS, SHARD_CHARS]).encode())
@@ -435,19 +436,23 @@ def _encode_conversations(job: _Job, records: list[Conversation]):
     ids_out, labels_out, lengths = [], [], Counter()
     outcomes = Counter()
     for start in range(0, len(records), BATCH):
-        for enc in _encode_batch(job, records[start: start + BATCH], problems):
-            if enc is None:
-                continue
-            lengths[len(enc.input_ids)] += 1
-            ids, labels, outcome = fit_to_cutoff(enc.input_ids, enc.labels, job.cutoff_len, job.overlength)
-            outcomes[outcome] += 1
-            if ids is not None:
-                ids_out.append(ids)
-                labels_out.append(labels)
+        for samples in _encode_batch(job, records[start: start + BATCH], problems):
+            if len(samples) > 1:  # one sample per turn the template rewrites: each repeats its history
+                outcomes["split"] += 1
+                outcomes["split_extra_tokens"] += sum(len(e.input_ids) for e in samples) - len(samples[-1].input_ids)
+            for enc in samples:
+                lengths[len(enc.input_ids)] += 1
+                outcomes["sample_tokens"] += len(enc.input_ids)
+                ids, labels, outcome = fit_to_cutoff(enc.input_ids, enc.labels, job.cutoff_len, job.overlength)
+                outcomes[outcome] += 1
+                if ids is not None:
+                    ids_out.append(ids)
+                    labels_out.append(labels)
     kept = np.array([len(ids) for ids in ids_out], dtype=np.int64)
     columns = [_lists(_flat(ids_out, kept), kept), _lists(_flat(labels_out, kept), kept), pa.array(kept)]
     stats = {"truncated": outcomes["truncated"] + outcomes["answer_lost"], "answers_lost": outcomes["answer_lost"],
-             "dropped_overlength": outcomes["dropped"], "lengths": lengths}
+             "dropped_overlength": outcomes["dropped"], "lengths": lengths,
+             **{k: outcomes[k] for k in ("split", "split_extra_tokens", "sample_tokens")}}
     return pa.Table.from_arrays(columns, schema=SFT_SCHEMA), stats, problems
 
 
@@ -472,12 +477,12 @@ def _encode_batch(job: _Job, batch: list[Conversation], problems: list[Problem])
         out = []
         for conv in batch:
             try:
-                out.append(template.encode(conv, job.train_on_prompt, job.mask_history))
+                out.append(template.encode_samples(conv, job.train_on_prompt, job.mask_history))
             except TemplateError as exc:
                 file, _, line = conv.source.rpartition(":")
                 message = str(exc).split(": ", 1)[1] if conv.source and str(exc).startswith(conv.source) else str(exc)
                 problems.append(Problem(file or conv.source, int(line) if line.isdigit() else 0, message))
-                out.append(None)
+                out.append([])
         return out
 
 
@@ -532,7 +537,8 @@ def _summary(entries: list[_Entry], job: _Job, specs) -> tuple[dict, list[Proble
     for m in meta:
         lengths.update({int(k): v for k, v in m["lengths"].items()})
     total = {k: sum(m.get(k, 0) for m in meta) for k in ("rows_read", "records", "kept", "truncated",
-                                                         "answers_lost", "dropped_overlength", "tokens", "blocks")}
+                                                         "answers_lost", "dropped_overlength", "tokens", "blocks",
+                                                         "split", "split_extra_tokens", "sample_tokens")}
     if total["records"] == 0:
         shown = "".join(f"\n  {p}" for p in problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -546,7 +552,8 @@ def _summary(entries: list[_Entry], job: _Job, specs) -> tuple[dict, list[Proble
                  skipped=len(problems), truncated=total["truncated"], answers_lost=total["answers_lost"],
                  **percentiles)
     if job.stage == "sft":
-        stats.update(overlength=job.overlength, dropped_overlength=total["dropped_overlength"])
+        stats.update(overlength=job.overlength, dropped_overlength=total["dropped_overlength"], split=total["split"],
+                     split_extra_tokens=total["split_extra_tokens"], sample_tokens=total["sample_tokens"])
     if job.stage == "pt":
         stats.update(blocks=total["blocks"], tokens=total["tokens"])
     return stats, problems

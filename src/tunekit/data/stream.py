@@ -101,12 +101,13 @@ def _samples(cfg: Config, tokenizer, template, records: Iterator[object]) -> Ite
     d = cfg.data
     for conv in records:
         try:
-            enc = template.encode(conv, d.train_on_prompt, d.mask_history)
+            samples = template.encode_samples(conv, d.train_on_prompt, d.mask_history)  # one per rewritten turn
         except TemplateError as exc:
             raise DataError(f"{exc} (streaming mode stops at a bad row)") from None
-        ids, labels, _ = fit_to_cutoff(enc.input_ids, enc.labels, d.cutoff_len, d.overlength)
-        if ids is not None:  # dropped as over-long, or its whole answer truncated away: as when tokenized ahead
-            yield {"input_ids": ids, "labels": labels}
+        for enc in samples:
+            ids, labels, _ = fit_to_cutoff(enc.input_ids, enc.labels, d.cutoff_len, d.overlength)
+            if ids is not None:  # dropped as over-long, or its whole answer truncated away: as when tokenized ahead
+                yield {"input_ids": ids, "labels": labels}
 
 
 def _blocks(tokenizer, records: Iterator[object], block: int) -> Iterator[dict]:

@@ -2,11 +2,25 @@
 
 The template is Jinja, as in `tokenizer.chat_template`: the tokenizer's own by default, a
 built-in (assets/templates/NAME.jinja) for models whose tokenizer lacks one, or a file.
+Messages go to it as `apply_chat_template` gives them: structured `tool_calls`,
+`reasoning_content`, tool results, `tools` definitions, and template switches such as
+`enable_thinking` (`options`).
 
-`ChatTemplate.encode` renders the conversation with the template, then finds each
-assistant turn by rendering the conversation up to that turn with the generation prompt:
-the text after that prefix is the answer. Labels cover every assistant answer plus the
-template's end-of-turn text; everything else is -100.
+Each assistant turn is trained under exactly the prompt the model sees at inference for
+that turn: the conversation before it rendered with the generation prompt. `encode_samples`
+renders the whole conversation and trains every turn whose prompt is a prefix of that
+render; the text after the prompt, up to the end of the turn, is the answer. A turn the
+template writes differently once later turns follow (Qwen3 and DeepSeek-R1 strip reasoning
+from earlier turns; Qwen3 writes an empty <think> block only in the last turn) gets a sample
+of its own, the conversation up to that turn, so it is never trained under a history the
+model will not see. That costs tokens (each such sample repeats its history); `data check`
+reports the samples. Labels cover every answer plus the template's end-of-turn text;
+everything else is -100.
+
+A template without a tool-call branch gets the calls as text in the family's format
+(infer/parsers.py; `<tool_call>` JSON by default). A template that drops reasoning from the
+answer it trains (DeepSeek-R1 strips `<think>` even from the last turn) gets it written
+back as `<think>\n...\n</think>\n\n` at the start of the answer, so the model learns to think.
 
 The end-of-turn text is read off the template, once: the text that closes a conversation
 ending on an answer, up to the first special token (e.g. `<|im_end|>`, `<|eot_id|>`) — read
@@ -17,26 +31,27 @@ eos token (alpaca, chatglm, baichuan). A base tokenizer's eos never replaces it.
 last turn, and eos-style templates never write eos), it is inserted, so the model learns to
 stop; the engine renders prompts with the same function, so history looks the same at
 inference as in training. Its token ids are the engine's stop tokens.
-
-A template that rewrites earlier turns (deepseek_r1 strips `<think>` from history) cannot
-be masked from prefixes; such conversations are refused with a message saying why.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+import jinja2
 import numpy as np
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from tunekit.data.records import Conversation
+from tunekit.data.records import Conversation, normalize_message, normalize_tools
 from tunekit.errors import ConfigError, TunekitError
+from tunekit.infer.parsers import family_for
 
 IGNORE_INDEX = -100
 _SENTINEL = "\u2063answer\u2063"  # an invisible separator no real answer contains
+THINK_BLOCK = "<think>\n{}\n</think>\n\n"  # reasoning written back where a template drops it
 
 # Special tokens the built-in templates need; added to a tokenizer that lacks them.
 BUILTIN_SPECIAL_TOKENS = {
@@ -98,113 +113,237 @@ class Encoded:
     labels: list[int]
 
 
-class ChatTemplate:
-    """A Jinja chat template bound to a tokenizer, with its end-of-turn text."""
+@dataclass
+class Sample:
+    """One text to train on: its trained char spans, and where tokenization must break."""
 
-    def __init__(self, tokenizer, source: str, name: str = "custom", eot_text: str | None = None):
+    text: str
+    spans: list[tuple[int, int]]
+    cuts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Answer:
+    """Where one answer sits in a rendered text: [start, end) plus text the template leaves out."""
+
+    start: int
+    end: int  # end of the answer; the end-of-turn text follows (or is inserted)
+    eot: str  # the end-of-turn text as this turn writes it
+    reasoning: str = ""  # a <think> block to write at start (the template dropped the reasoning)
+    skip: int = 0  # leading characters of `reasoning` the prompt already holds (an opened <think>)
+    trained: bool = True  # False: only closed by end-of-turn (history under mask_history)
+
+
+class ChatTemplate:
+    """A Jinja chat template bound to a tokenizer, with its end-of-turn text and tool-call family."""
+
+    def __init__(self, tokenizer, source: str, name: str = "custom", eot_text: str | None = None,
+                 options: dict | None = None):
         self.tokenizer = tokenizer
         self.source = source
         self.name = name
+        self.options = dict(options or {})  # template switches for every render, e.g. enable_thinking
         self._special = _special_tokens(tokenizer)
         self.eot_text = eot_text if eot_text is not None else self._find_eot_text()
+        self.family = family_for(source)
+        self.call_arguments = self._tool_call_style()
+        self.native_tool_calls = self.call_arguments is not None
 
     # -- rendering -------------------------------------------------------------------------
-    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools=None) -> str:
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools=None,
+               options: dict | None = None) -> str:
         """The template's own text, exactly what apply_chat_template(tokenize=False) gives."""
         kwargs = {k: v for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
-        texts, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=self.source,
-                                         add_generation_prompt=add_generation_prompt, **kwargs)
+        kwargs.update(self.options, **(options or {}))
+        try:
+            texts, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=self.source,
+                                             add_generation_prompt=add_generation_prompt, **kwargs)
+        except jinja2.TemplateError as exc:  # the template's own raise_exception, or a missing field
+            raise TemplateError(f"template '{self.name}' refused this conversation: {exc}") from None
         return texts[0]
 
-    def build_text(self, messages: list[dict], tools=None, source: str = "") -> tuple[str, list[tuple[int, int]]]:
-        """Rendered text with the end-of-turn inserted where missing, and each answer's char span.
+    def prepare(self, messages: list[dict]) -> list[dict]:
+        """Messages as the template gets them: reasoning split off; tool calls as text in the
+        family's format when the template has no tool-call branch of its own."""
+        out = [normalize_message(m) for m in messages]
+        _give_call_ids(out)
+        for m in (m for m in out if m.get("tool_calls")):
+            if self.call_arguments == "string":
+                m["tool_calls"] = [_string_arguments(c) for c in m["tool_calls"]]
+            elif not self.native_tool_calls:
+                m["content"] = (m.get("content") or "") + self.family.calls_text(m["tool_calls"], m.get("content"))
+        return out
 
-        A span runs from the first character of the answer to the end of its end-of-turn text.
+    def build_samples(self, messages: list[dict], tools=None, source: str = "", last_only: bool = False,
+                      options: dict | None = None) -> list[Sample]:
+        """The texts to train on, each with the char spans of its trained answers (+ end-of-turn).
+
+        One text (the whole conversation) when the template renders every turn there as it
+        would at inference; else one more text per turn it rewrites, ending at that turn.
         """
-        full = self.render(messages, tools=tools)
-        out, spans, cursor = [], [], 0
-        length = 0
-        for i, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            start, end = self._locate_answer(messages, i, full, tools, source)
-            piece = full[cursor:end]
-            out.append(piece)
-            span_start = length + (start - cursor)
-            length += len(piece)
-            if full.startswith(self.eot_text, end):
-                out.append(self.eot_text)
-                cursor = end + len(self.eot_text)
-            else:
-                out.append(self.eot_text)  # the template left it out: the model must still learn to stop
-                cursor = end
-            length += len(self.eot_text)
-            spans.append((span_start, length))
+        messages, tools = self.prepare(messages), normalize_tools(tools)
+        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        trained = set(turns[-1:] if last_only else turns)
+        full = self.render(messages, tools=tools, options=options)
+        placed = {i: self._place(messages, i, full, tools, options) for i in turns}
+        samples = []
+        for i in sorted(i for i in trained if placed[i] is None):
+            text = self.render(messages[: i + 1], tools=tools, options=options)
+            answer = self._place(messages[: i + 1], i, text, tools, options)
+            if answer is None:
+                raise self._unwritten(messages, i, source)
+            samples.append(self._assemble(text, [answer]))
+        in_full = [replace(placed[i], trained=i in trained) for i in turns if placed[i] is not None]
+        if any(a.trained for a in in_full):
+            samples.append(self._assemble(full, in_full))
+        return samples
+
+    def build_text(self, messages: list[dict], tools=None, source: str = "",
+                   options: dict | None = None) -> Sample:
+        """The one text a conversation trains as (see build_samples); TemplateError when it needs several."""
+        samples = self.build_samples(messages, tools, source, options=options)
+        if len(samples) > 1:
+            where = f"{source}: " if source else ""
+            raise TemplateError(f"{where}template '{self.name}' renders earlier turns differently once later "
+                                f"turns follow: this conversation trains as {len(samples)} samples (encode_samples)")
+        return samples[0]
+
+    def _place(self, messages, i, text, tools, options) -> _Answer | None:
+        """Answer i in `text` (a render of `messages`): after the prompt the model sees for it.
+
+        None when `text` does not start with that prompt and the turn as the template writes it
+        once it is the last, i.e. the template rewrites the turn when later turns follow.
+        """
+        last = i == len(messages) - 1
+        turn = text if last else self.render(messages[: i + 1], tools=tools, options=options)
+        found = self._prompt_in(turn, messages[:i], tools, options)
+        if found is None or not text.startswith(turn):
+            return None
+        prompt, opened = found
+        written = turn[len(prompt):]
+        eot = next((e for e in dict.fromkeys([self.eot_text, self.eot_text.strip()]) if e and e in written),
+                   self.eot_text)  # a template may write it without its leading space (mistral's tool calls)
+        cut = written.find(eot) if eot.strip() else -1
+        message = messages[i]
+        end = len(prompt) + (cut if cut >= 0 else _answer_length(written, message_text(message)))
+        reasoning = (message.get("reasoning_content") or "").strip("\n")
+        shown = written[: end - len(prompt)]
+        names = [c["function"]["name"] for c in message.get("tool_calls") or []]
+        if message_text(message).strip() not in shown or not all(n in shown for n in names):
+            return None
+        if opened or (reasoning and reasoning.strip() not in shown):
+            if not last:
+                return None  # written back only where no later turn sees it
+            return _Answer(len(prompt), end, eot, THINK_BLOCK.format(reasoning), len(opened))
+        return _Answer(len(prompt), end, eot)
+
+    def _prompt_in(self, turn, history, tools, options) -> tuple[str, str] | None:
+        """(prompt, opened) for an answer after `history` in `turn`: the generation prompt when the
+        turn starts with it; else the history's own assistant header (a template whose generation
+        prompt differs from how it writes history, e.g. alpaca.jinja; the engine prompts the same),
+        and `opened`, what the generation prompt adds to it when that opens the reasoning block
+        the template never writes back (deepseek_r1_distill_qwen: `<think>\n`)."""
+        gen = self.render(history, add_generation_prompt=True, tools=tools, options=options)
+        if turn.startswith(gen):
+            return gen, ""
+        probe = self.render(history + [{"role": "assistant", "content": _SENTINEL}], tools=tools, options=options)
+        header = probe[: probe.index(_SENTINEL)] if _SENTINEL in probe else None
+        if header is None or not turn.startswith(header):
+            return None
+        opened = gen[len(header):] if gen.startswith(header) else ""
+        return header, opened if opened and THINK_BLOCK.format("").startswith(opened) else ""
+
+    def _assemble(self, full: str, answers: list[_Answer]) -> Sample:
+        """`full` with reasoning written back and end-of-turn inserted where missing; answer spans."""
+        out, spans, cuts, cursor, length = [], [], [], 0, 0
+        for answer in answers:
+            pieces = [full[cursor: answer.start], answer.reasoning, full[answer.start: answer.end], answer.eot]
+            out += pieces
+            span_start = length + len(pieces[0]) + answer.skip
+            length += sum(map(len, pieces))
+            if answer.trained:
+                spans.append((span_start, length))
+            if answer.skip:  # the prompt ends inside the written-back text: tokenized apart, as at inference
+                cuts.append(span_start)
+            cursor = answer.end + (len(answer.eot) if full.startswith(answer.eot, answer.end) else 0)
         out.append(full[cursor:])
-        return "".join(out), spans
+        return Sample("".join(out), spans, cuts)
 
-    def _locate_answer(self, messages, i, full, tools, source) -> tuple[int, int]:
-        """Char span of answer i in `full`: after the history and the assistant header."""
-        history = self.render(messages[:i], tools=tools) if i else ""
-        probe = self.render(messages[:i] + [{"role": "assistant", "content": _SENTINEL}], tools=tools)
-        header = probe[len(history): probe.index(_SENTINEL)] if probe.startswith(history) else None
-        start = len(history) + len(header or "")
-        content = message_text(messages[i])
+    def _tokenize(self, samples: list[Sample]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, char offsets) of each text: one batched call; texts with cuts piece by piece."""
+        enc = self.tokenizer([s.text for s in samples], add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, return_token_type_ids=False)
+        out = list(zip(enc["input_ids"], enc["offset_mapping"]))
+        for k, sample in enumerate(samples):
+            if sample.cuts:
+                bounds = [0, *sample.cuts, len(sample.text)]
+                pieces = self.tokenizer([sample.text[a:b] for a, b in zip(bounds, bounds[1:])],
+                                        add_special_tokens=False, return_offsets_mapping=True)
+                out[k] = ([i for ids in pieces["input_ids"] for i in ids],
+                          [(a + x, a + y) for a, offs in zip(bounds, pieces["offset_mapping"]) for x, y in offs])
+        return out
 
-        def written_at(text: str) -> int | None:
-            if header is None or not text.startswith(history) or not text.startswith(header, len(history)):
-                return None
-            return next((len(c) for c in (content, content.strip()) if text.startswith(c, start)), None)
-
-        length = written_at(full)
-        if length is not None:
-            return start, start + length
+    def _unwritten(self, messages, i, source) -> TemplateError:
         where = f"{source}: " if source else ""
-        if written_at(self.render(messages[: i + 1], tools=tools)) is not None:
-            raise TemplateError(f"{where}template '{self.name}' rewrites history: answer {_ordinal(messages, i)} "
-                                "is rendered differently once later turns follow (e.g. <think> is stripped from "
-                                "earlier answers), so the loss mask cannot be taken from the rendered text; "
-                                "remove such content from earlier answers, split the conversation into one "
-                                "sample per answer, or choose another template")
-        raise TemplateError(f"{where}template '{self.name}' does not write answer {_ordinal(messages, i)} verbatim "
-                            "after its assistant header (it drops or changes part of it), so it cannot be "
-                            "masked; check the answer text or choose another template")
+        return TemplateError(f"{where}template '{self.name}' does not write answer {_ordinal(messages, i)} "
+                             "after the prompt it renders for that turn (it drops or changes part of it), so it "
+                             "cannot be masked; check the answer text or choose another template")
 
-    def prompt(self, messages: list[dict], tools=None) -> tuple[str, list[int]]:
+    def _tool_call_style(self) -> str | None:
+        """How the template's own tool-call branch takes arguments: "dict", "string" (a JSON string,
+        as the OpenAI wire format has them; deepseek_r1_distill_qwen), or None (no branch)."""
+        name = "tunekit_probe_function"
+        for style, arguments in (("dict", {"x": 1}), ("string", '{"x": 1}')):
+            call = {"type": "function", "id": "call00000", "function": {"name": name, "arguments": arguments}}
+            try:
+                text = self.render([{"role": "user", "content": "q"},
+                                    {"role": "assistant", "content": "", "tool_calls": [call]}])
+            except Exception:  # jinja errors, or a template that cannot take this argument type
+                continue
+            return style if name in text else None
+        return None
+
+    def prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> tuple[str, list[int]]:
         """Text and ids to generate the next answer from: the training render, cut before the
         first token that training would label, so the prompt ends where training's prompt did."""
         probe = messages + [{"role": "assistant", "content": _SENTINEL}]
-        text, spans = self.build_text(probe, tools=tools)
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        cut = next(t for t, (_, end) in enumerate(enc["offset_mapping"]) if end > spans[-1][0])
-        return text[: enc["offset_mapping"][cut][0]], enc["input_ids"][:cut]
+        sample = self.build_samples(probe, tools=tools, last_only=True, options=options)[-1]
+        ids, offsets = self._tokenize([sample])[0]
+        cut = next(t for t, (_, end) in enumerate(offsets) if end > sample.spans[-1][0])
+        return sample.text[: offsets[cut][0]], ids[:cut]
+
+    def answer_lead(self, messages: list[dict], tools=None, options: dict | None = None) -> str:
+        """What training puts between the prompt and an answer's own text (Qwen3's empty
+        `<think>` block), so that an answer started for the model (a forced call) starts there."""
+        probe = messages + [{"role": "assistant", "content": _SENTINEL}]
+        sample = self.build_samples(probe, tools=tools, last_only=True, options=options)[-1]
+        return sample.text[sample.spans[-1][0]: sample.text.index(_SENTINEL)]
 
     # -- tokens ----------------------------------------------------------------------------
     def encode(self, conv: Conversation, train_on_prompt: bool = False, mask_history: bool = False) -> Encoded:
+        """The one sample of a conversation; TemplateError when the template needs one per turn."""
+        samples = self.encode_samples(conv, train_on_prompt, mask_history)
+        if len(samples) > 1:
+            self.build_text(conv.messages, conv.tools, conv.source)  # raises, naming the conversation
+        return samples[0]
+
+    def encode_samples(self, conv: Conversation, train_on_prompt: bool = False,
+                       mask_history: bool = False) -> list[Encoded]:
         return self.encode_many([conv], train_on_prompt, mask_history)[0]
 
     def encode_many(self, convs: list[Conversation], train_on_prompt: bool = False,
-                    mask_history: bool = False) -> list[Encoded]:
-        """Batched: one fast-tokenizer call for all texts, labels from character offsets."""
-        built = []
-        for conv in convs:
-            messages = conv.messages
-            if mask_history:
-                last = conv.assistant_turns()[-1]
-                messages = messages[: last + 1]
-            text, spans = self.build_text(messages, tools=conv.tools, source=conv.source)
-            built.append((text, spans[-1:] if mask_history else spans))
-        enc = self.tokenizer([t for t, _ in built], add_special_tokens=False, return_offsets_mapping=True,
-                             return_attention_mask=False, return_token_type_ids=False)
-        results = []
-        for (text, spans), ids, offsets in zip(built, enc["input_ids"], enc["offset_mapping"]):
-            labels = list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, spans)
-            results.append(Encoded(list(ids), labels))
-        return results
+                    mask_history: bool = False) -> list[list[Encoded]]:
+        """Batched: one fast-tokenizer call for all texts, labels from character offsets.
+        Each conversation gives its samples (one, or one more per turn the template rewrites)."""
+        built = [self.build_samples(c.messages, c.tools, c.source, last_only=mask_history) for c in convs]
+        flat = [sample for samples in built for sample in samples]
+        encoded = iter(Encoded(list(ids), list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, s.spans))
+                       for s, (ids, offsets) in zip(flat, self._tokenize(flat)))
+        return [[next(encoded) for _ in samples] for samples in built]
 
-    def encode_prompt(self, messages: list[dict], tools=None) -> list[int]:
+    def encode_prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> list[int]:
         """Ids of a prompt for generation, rendered as in training (history closed by end-of-turn)."""
-        return self.prompt(messages, tools)[1]
+        return self.prompt(messages, tools, options)[1]
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -239,7 +378,38 @@ class ChatTemplate:
         return eos
 
     def describe(self) -> dict:
-        return {"name": self.name, "eot_text": self.eot_text, "stop_token_ids": self.stop_token_ids}
+        return {"name": self.name, "eot_text": self.eot_text, "stop_token_ids": self.stop_token_ids,
+                "tool_format": self.family.name, "tool_calls": "template" if self.native_tool_calls else "text",
+                "options": self.options}
+
+
+def _answer_length(written: str, content: str) -> int:
+    """Where an answer the template does not close ends: before the separator the template writes
+    after it (whitespace), keeping whitespace the answer itself ends with."""
+    stripped = written.rstrip()
+    own = content[len(content.rstrip()):]
+    tail = written[len(stripped):]
+    keep = next(k for k in range(len(own), -1, -1) if tail.startswith(own[:k]))
+    return len(stripped) + keep
+
+
+def _string_arguments(call: dict) -> dict:
+    arguments = call["function"].get("arguments", {})
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return dict(call, function=dict(call["function"], arguments=text))
+
+
+def _give_call_ids(messages: list[dict]) -> None:
+    """Calls without an id get one (9 letters and digits, as Mistral's template demands), and tool
+    results without tool_call_id the ids of the calls before them, in order."""
+    pending: list[str] = []
+    for number, m in enumerate(messages):
+        if m.get("tool_calls"):
+            m["tool_calls"] = [c if c.get("id") else dict(c, id=f"call{number:02d}{k:03d}")
+                               for k, c in enumerate(m["tool_calls"])]
+            pending = [c["id"] for c in m["tool_calls"]]
+        elif m["role"] == "tool" and not m.get("tool_call_id") and pending:
+            m["tool_call_id"] = pending.pop(0)
 
 
 def _ordinal(messages: list[dict], i: int) -> int:
@@ -285,9 +455,9 @@ def _labels_from_spans(ids, offsets, spans) -> list[int]:
     return np.where(trained, np.asarray(ids), IGNORE_INDEX).tolist()
 
 
-def load_template(tokenizer, choice: str | None) -> ChatTemplate:
+def load_template(tokenizer, choice: str | None, options: dict | None = None) -> ChatTemplate:
     """The template for model.template, adding built-in special tokens the tokenizer lacks."""
     name, source = resolve_template_source(choice, tokenizer)
     if choice in BUILTIN_SPECIAL_TOKENS:
         add_missing_special_tokens(tokenizer, name)
-    return ChatTemplate(tokenizer, source, name)
+    return ChatTemplate(tokenizer, source, name, options=options)

@@ -11,7 +11,9 @@ an answer ends.
 - a stop string cuts the answer at its first occurrence, also when it spans increments
   (text that could be the start of a stop string is held back until it is clear);
 - a multi-byte character split over tokens (Chinese in byte-level BPE) is held back until
-  complete, so no increment ends in half a character.
+  complete, so no increment ends in half a character;
+- special tokens are not shown, except `keep`: the tool-call / reasoning markers a parser
+  reads (infer/parsers.py), which some tokenizers mark special (Mistral's [TOOL_CALLS]).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ REPLACEMENT = "\ufffd"  # what decoding gives for an incomplete UTF-8 sequence
 
 
 class Answer:
-    def __init__(self, tokenizer, stop_token_ids: list[int], stop_strings: list[str], max_new_tokens: int):
+    def __init__(self, tokenizer, stop_token_ids: list[int], stop_strings: list[str], max_new_tokens: int,
+                 keep: tuple[str, ...] = ()):
         self.tokenizer = tokenizer
+        self.hidden = hidden_special_ids(tokenizer, keep)
         self.stop_token_ids = set(stop_token_ids)
         self.stop_strings = list(stop_strings)
         self.max_new_tokens = max_new_tokens
@@ -40,7 +44,7 @@ class Answer:
             self.finish_reason = "stop"
             return self.flush()
         self.ids.append(token_id)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        self.text = self.tokenizer.decode([i for i in self.ids if i not in self.hidden], skip_special_tokens=False)
         if self._cut_at_stop_string():
             self.finish_reason = "stop"
             return self.flush()
@@ -71,3 +75,11 @@ class Answer:
         piece = self.text[self.shown: end]
         self.shown = max(self.shown, end)
         return piece
+
+
+def hidden_special_ids(tokenizer, keep: tuple[str, ...] = ()) -> frozenset[int]:
+    """Ids of the special tokens an answer does not show: all of them but `keep`."""
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+    kept = {tokenizer.convert_tokens_to_ids(t) for t in keep}
+    return frozenset(special - kept)

@@ -9,7 +9,12 @@
 Prompts are rendered by `ChatTemplate.prompt`, the function training used, and answers
 end at the run's end-of-turn tokens (infer/target.py decides which), so the model answers
 as it was trained and stops where it learned to. `Answer` (infer/answer.py) turns tokens
-into text.
+into text; the template's family (infer/parsers.py) splits it into reasoning, content and
+tool calls (`Reply.content`, `.reasoning`, `.tool_calls`).
+
+Tools: `ChatOptions(tools, tool_choice, options)` goes with the messages. "none" renders no
+tools and parses no calls; a named function (or "required") starts the answer with the
+family's call markup for it (`prefill`), so the model writes only the arguments.
 
 The model is held once and touched by one worker thread only: every generation, from any
 number of callers, is queued to it in order, so two generations never share the model at
@@ -27,6 +32,7 @@ LoRA run, else the model itself; `adapter=BASE` is the base model with all adapt
 from __future__ import annotations
 
 import importlib
+import logging
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +46,13 @@ from tunekit.config import ModelConfig
 from tunekit.data.templates import ChatTemplate
 from tunekit.errors import TunekitError
 from tunekit.infer.answer import Answer
+from tunekit.infer.parsers import REASONING_MARKERS, Family, Parsed, split_think
 from tunekit.infer.backends import BACKENDS
-from tunekit.infer.params import GenerationParams, Reply, check_params
+from tunekit.infer.params import ChatOptions, GenerationParams, Reply, check_params
 from tunekit.infer.target import adapter_name, chat_template, read_adapter_run, resolve_target, stop_token_ids
 from tunekit.model.load import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 BASE = "base"  # the adapter choice that runs the base model with every adapter off
 
@@ -126,39 +135,41 @@ class Engine:
         """The system prompt used for conversations that bring none (the run's), or None."""
         return self.variant(adapter).system_prompt
 
-    def encode(self, messages: list[dict], adapter: str | None = None) -> list[int]:
+    def encode(self, messages: list[dict], adapter: str | None = None, request: ChatOptions | None = None) -> list[int]:
         """The prompt ids for the next answer, rendered exactly as in training."""
-        return _prompt_ids(self.variant(adapter), messages)
+        return _prepare(self.variant(adapter), messages, request or ChatOptions(), self.tokenizer).prompt
 
     # -- generation -------------------------------------------------------------------------
-    def stream(self, messages: list[dict], params: GenerationParams, adapter: str | None = None) -> Generation:
+    def stream(self, messages: list[dict], params: GenerationParams, adapter: str | None = None,
+               request: ChatOptions | None = None) -> Generation:
         """Start (queue) one answer; iterate the result for text increments. Checks happen now."""
         check_params(params)
         variant = self.variant(adapter)
-        prompt = _prompt_ids(variant, messages)
-        generation = Generation(len(prompt))
-        self._worker.submit(self._generate, generation, prompt, self._fit(params, len(prompt)), variant)
+        turn = _prepare(variant, messages, request or ChatOptions(), self.tokenizer)
+        generation = Generation(len(turn.prompt), turn)
+        self._worker.submit(self._generate, generation, turn.prompt, self._fit(params, len(turn.prompt)), variant)
         return generation
 
-    def chat(self, messages: list[dict], params: GenerationParams, adapter: str | None = None) -> Reply:
-        generation = self.stream(messages, params, adapter)
+    def chat(self, messages: list[dict], params: GenerationParams, adapter: str | None = None,
+             request: ChatOptions | None = None) -> Reply:
+        generation = self.stream(messages, params, adapter, request)
         for _ in generation:
             pass
         return generation.reply
 
     def batch(self, list_of_messages: list[list[dict]], params: GenerationParams, adapter: str | None = None,
-              batch_size: int = 16) -> list[Reply]:
+              batch_size: int = 16, request: ChatOptions | None = None) -> list[Reply]:
         """Answers for many conversations: one left-padded generate call per batch of batch_size."""
         check_params(params)
         variant = self.variant(adapter)
-        prompts = [_prompt_ids(variant, m) for m in list_of_messages]
+        turns = [_prepare(variant, m, request or ChatOptions(), self.tokenizer) for m in list_of_messages]
         replies = []
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start: start + batch_size]
-            fitted = self._fit(params, max(len(p) for p in chunk))
-            rows = self._worker.submit(self.backend.generate_batch, chunk, fitted, variant.stop_token_ids,
-                                       variant.adapter).result()
-            replies += [self._reply(prompt, row, fitted, variant) for prompt, row in zip(chunk, rows)]
+        for start in range(0, len(turns), batch_size):
+            chunk = turns[start: start + batch_size]
+            fitted = self._fit(params, max(len(t.prompt) for t in chunk))
+            rows = self._worker.submit(self.backend.generate_batch, [t.prompt for t in chunk], fitted,
+                                       variant.stop_token_ids, variant.adapter).result()
+            replies += [self._reply(turn, row, fitted, variant) for turn, row in zip(chunk, rows)]
         return replies
 
     def close(self) -> None:
@@ -173,7 +184,7 @@ class Engine:
     # -- on the worker thread ---------------------------------------------------------------
     def _generate(self, generation: Generation, prompt: list[int], params: GenerationParams,
                   variant: Variant) -> None:
-        answer = Answer(self.tokenizer, variant.stop_token_ids, params.stop, params.max_new_tokens)
+        answer = _answer(self.tokenizer, variant, params)
 
         def on_token(token: int) -> bool:
             if generation.cancelled:
@@ -185,19 +196,20 @@ class Engine:
             if not generation.cancelled:
                 self.backend.generate(prompt, params, variant.stop_token_ids, variant.adapter, on_token)
             generation.put(answer.flush())
-            generation.finish(Reply(answer.text, len(prompt), answer.completion_tokens,
-                                    answer.finish_reason or "length"))
+            generation.finish(generation.turn.finish(Reply(answer.text, len(prompt), answer.completion_tokens,
+                                                           answer.finish_reason or "length")))
         except BaseException as exc:  # handed to the reader, who re-raises it
             generation.fail(exc)
 
-    def _reply(self, prompt: list[int], row: list[int], params: GenerationParams, variant: Variant) -> Reply:
-        answer = Answer(self.tokenizer, variant.stop_token_ids, params.stop, params.max_new_tokens)
+    def _reply(self, turn: Turn, row: list[int], params: GenerationParams, variant: Variant) -> Reply:
+        answer = _answer(self.tokenizer, variant, params)
         for token in row:
             answer.push(token)
             if answer.finish_reason:
                 break
         answer.flush()
-        return Reply(answer.text, len(prompt), answer.completion_tokens, answer.finish_reason or "length")
+        return turn.finish(Reply(answer.text, len(turn.prompt), answer.completion_tokens,
+                                 answer.finish_reason or "length"))
 
     def _fit(self, params: GenerationParams, prompt_tokens: int) -> GenerationParams:
         """max_new_tokens cut to what the context leaves after the prompt."""
@@ -212,8 +224,9 @@ class Generation(Iterator[str]):
 
     _END = object()
 
-    def __init__(self, prompt_tokens: int):
+    def __init__(self, prompt_tokens: int, turn: Turn | None = None):
         self.prompt_tokens = prompt_tokens
+        self.turn = turn  # how to read the answer: parser, prefilled call, an opened <think>
         self.reply: Reply | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel = threading.Event()
@@ -262,11 +275,63 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
     return messages
 
 
-def _prompt_ids(variant: Variant, messages: list[dict]) -> list[int]:
+@dataclass
+class Turn:
+    """One answer to generate: its prompt ids, and how to read what the model writes."""
+
+    prompt: list[int]
+    family: Family
+    prefill: str = ""  # answer text already in the prompt (a forced call's opening)
+    thinking: bool = False  # the prompt ends inside an opened <think>
+    calls: bool = True  # parse tool calls (False for tool_choice "none")
+
+    def parse(self, text: str) -> Parsed:
+        """What the model wrote (after the prefill) as reasoning, content and calls."""
+        text = self.prefill + text
+        if self.calls:
+            return self.family.parse(text, self.thinking)
+        reasoning, content = split_think(text, self.thinking)
+        return Parsed(content.strip(), reasoning)
+
+    def finish(self, reply: Reply) -> Reply:
+        parsed = self.parse(reply.text)
+        for warning in parsed.warnings:
+            log.warning(warning)
+        finish = "tool_calls" if parsed.tool_calls and reply.finish_reason == "stop" else reply.finish_reason
+        return replace(reply, finish_reason=finish, content=parsed.content, reasoning=parsed.reasoning,
+                       tool_calls=parsed.tool_calls, warnings=parsed.warnings)
+
+
+def _prepare(variant: Variant, messages: list[dict], request: ChatOptions, tokenizer) -> Turn:
+    template, messages = variant.template, with_system(messages, variant.system_prompt)
+    choice = request.tool_choice or "auto"
+    tools = None if choice == "none" else _chosen_tools(request.tools, choice)
     try:
-        return variant.template.encode_prompt(with_system(messages, variant.system_prompt))
+        text, ids = template.prompt(messages, tools=tools, options=request.options)
     except jinja2.TemplateError as exc:
         raise TunekitError(f"the chat template refused this conversation: {exc}") from None
+    prefill = ""
+    if tools and choice != "auto":
+        name = choice["function"]["name"] if isinstance(choice, dict) else None
+        prefill = template.answer_lead(messages, tools, request.options) + template.family.opening(name)
+        ids = ids + tokenizer(prefill, add_special_tokens=False)["input_ids"]
+    thinking = text.rstrip("\n").endswith("<think>") and not prefill
+    return Turn(ids, template.family, prefill, thinking, calls=choice != "none")
+
+
+def _chosen_tools(tools: list | None, choice) -> list | None:
+    if not isinstance(choice, dict) or not tools:
+        return tools
+    name = choice["function"]["name"]
+    chosen = [t for t in tools if t.get("function", t).get("name") == name]
+    if not chosen:
+        raise TunekitError(f"tool_choice names function '{name}', which is not among the tools")
+    return chosen
+
+
+def _answer(tokenizer, variant: Variant, params: GenerationParams) -> Answer:
+    return Answer(tokenizer, variant.stop_token_ids, params.stop, params.max_new_tokens,
+                  keep=variant.template.family.markers + REASONING_MARKERS)
 
 
 def backend_class(name: str):

@@ -34,10 +34,23 @@ class GenerationParams:
 
 @dataclass
 class Reply:
-    text: str
+    text: str  # everything the model wrote (reasoning and calls included)
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end-of-turn token or stop string) | "length" (max_new_tokens reached)
+    content: str | None = None  # the answer without reasoning and tool calls (parsed from text)
+    reasoning: str | None = None
+    tool_calls: list = field(default_factory=list)  # structured calls, as in messages
+    warnings: list = field(default_factory=list)  # malformed calls kept as text
+
+
+@dataclass
+class ChatOptions:
+    """What to answer besides the messages: tool definitions, how tools may be used, template switches."""
+
+    tools: list | None = None
+    tool_choice: str | dict | None = None  # "auto" | "none" | "required" | {"function": {"name": ...}}
+    options: dict = field(default_factory=dict)  # e.g. {"enable_thinking": False}
 
 
 # field -> (type, lowest, highest, whether the lowest itself is allowed)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tunekit.data.templates import ChatTemplate, resolve_template_source
 from tunekit.errors import TunekitError
+from tunekit.infer.parsers import family_named
 from tunekit.rundir import ADAPTER_FILE, MODEL_CONFIG, Run, is_run_dir, read_run, unfinished_hint
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,17 @@ def resolve_target(target: str, trust_remote_code: bool = False, base: bool = Fa
 
 
 def chat_template(tokenizer, run: Run | None) -> ChatTemplate:
-    """The run's template with the end-of-turn text it trained, or the model's own template."""
+    """The run's template with the end-of-turn text, template switches and tool-call format it
+    trained with, or the model's own template."""
     if run is None:
         name, source = resolve_template_source(None, tokenizer)
         return ChatTemplate(tokenizer, source, name)
-    return ChatTemplate(tokenizer, run.template_source(tokenizer), run.path.name, run.eot_text)
+    recorded = run.record.template
+    options = recorded.options if recorded else None
+    template = ChatTemplate(tokenizer, run.template_source(tokenizer), run.path.name, run.eot_text, options)
+    if recorded:
+        template.family = family_named(recorded.tool_format)
+    return template
 
 
 def stop_token_ids(template: ChatTemplate, run: Run | None, generation_config=None) -> list[int]:

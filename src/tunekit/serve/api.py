@@ -11,6 +11,14 @@ adapters are loaded, each adapter's name and `base`. Parameters: max_tokens (or
 max_completion_tokens), temperature, top_p, seed, stop, plus top_k and repetition_penalty;
 a parameter left out takes the server's default (greedy unless started with --temperature).
 
+Tools: `tools` (function definitions) and `tool_choice` ("auto", "none", "required" or
+{"type": "function", "function": {"name": ...}}) go to the template; the answer's calls come
+back as `message.tool_calls` (arguments as a JSON string) with `finish_reason:
+"tool_calls"`, and `tool` messages (with tool_call_id) carry results back. Reasoning comes
+back apart, as `reasoning_content`. Streamed, reasoning and content arrive as deltas as they
+are written, and the calls as `tool_calls` deltas once each is complete.
+`chat_template_kwargs` sets template switches for one request, e.g. {"enable_thinking": false}.
+
 Every failure is a JSON body {"error": {"message", "type", "param", "code"}} with a 4xx
 status (401 key, 404 model or path, 400 JSON / parameters / prompt too long, 413 body too
 large), and the server keeps serving. Generations are queued by the engine, one at a time.
@@ -33,7 +41,9 @@ from starlette.exceptions import HTTPException
 
 from tunekit.errors import TunekitError
 from tunekit.infer.engine import BASE, PromptTooLong
-from tunekit.infer.params import GenerationParams, InvalidParams, check_params
+from tunekit.data.records import tool_call
+from tunekit.infer.params import ChatOptions, GenerationParams, InvalidParams, check_params
+from tunekit.infer.parsers import NO_CALLS, Splitter
 
 
 @dataclass
@@ -59,9 +69,44 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str | dict = "{}"
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    reasoning_content: str | None = None
+
+
+class Function(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"] = "function"
+    function: Function
+
+
+class NamedChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: FunctionCall | dict
 
 
 class StreamOptions(BaseModel):
@@ -87,7 +132,10 @@ class ChatRequest(BaseModel):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: bool = False
-    tools: list | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedChoice | None = None
+    parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict | None = None
 
 
 def parse_request(body: bytes) -> ChatRequest:
@@ -109,11 +157,25 @@ def refuse_unsupported(request: ChatRequest) -> None:
     unsupported = {
         "n": request.n != 1, "presence_penalty": request.presence_penalty != 0,
         "frequency_penalty": request.frequency_penalty != 0, "logprobs": request.logprobs,
-        "tools": bool(request.tools),
     }
     for name, used in unsupported.items():
         if used:
             raise ApiError(400, f"{name} is not supported by this server; leave it out", code="unsupported", param=name)
+
+
+def to_options(request: ChatRequest) -> ChatOptions:
+    """Tools, tool_choice and template switches of a request, checked against each other."""
+    tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
+    choice = request.tool_choice
+    if isinstance(choice, NamedChoice):
+        name = choice.function.name if isinstance(choice.function, FunctionCall) else choice.function.get("name")
+        if not tools or name not in [t["function"]["name"] for t in tools]:
+            raise ApiError(400, f"tool_choice names function '{name}', which is not in tools",
+                           code="invalid_value", param="tool_choice")
+        choice = {"type": "function", "function": {"name": name}}
+    if choice == "required" and not tools:
+        raise ApiError(400, "tool_choice 'required' needs tools", code="invalid_value", param="tool_choice")
+    return ChatOptions(tools, choice, dict(request.chat_template_kwargs or {}))
 
 
 def to_messages(request: ChatRequest) -> list[dict]:
@@ -128,7 +190,13 @@ def to_messages(request: ChatRequest) -> list[dict]:
             raise ApiError(400, f"messages.{i}.content is not valid Unicode text (it holds a lone surrogate such as "
                            "\\ud800); send UTF-8 text", code="invalid_value", param="messages")
         role = "system" if message.role == "developer" else message.role
-        messages.append({"role": role, "content": content or ""})
+        out = {"role": role, "content": content or ""}
+        if message.tool_calls:
+            out["tool_calls"] = [tool_call(c.function.name, c.function.arguments, c.id) for c in message.tool_calls]
+        for key in ("tool_call_id", "name", "reasoning_content"):
+            if getattr(message, key):
+                out[key] = getattr(message, key)
+        messages.append(out)
     return messages
 
 
@@ -172,12 +240,26 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 # -- response --------------------------------------------------------------------------------
 def completion(cid: str, model: str, reply) -> dict:
+    message = {"role": "assistant", "content": reply.content if reply.content or not reply.tool_calls else None}
+    if reply.reasoning is not None:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = [wire_call(call) for call in reply.tool_calls]
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                     "finish_reason": reply.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}],
         "usage": usage(reply),
     }
+
+
+def wire_call(call: dict, index: int | None = None) -> dict:
+    """A structured call as the OpenAI API sends it: arguments as a JSON string."""
+    arguments = call["function"]["arguments"]
+    out = {"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+           "function": {"name": call["function"]["name"],
+                        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments,
+                                                                                             ensure_ascii=False)}}
+    return out if index is None else {"index": index, **out}
 
 
 def usage(reply) -> dict:
@@ -198,12 +280,24 @@ def sse(data) -> str:
 
 
 async def events(generation, cid: str, model: str, include_usage: bool):
-    """The server-sent events of one streamed answer; closing early cancels the generation."""
+    """The server-sent events of one streamed answer; closing early cancels the generation.
+    Text goes through the parser's Splitter: reasoning and content deltas apart, calls at the end."""
+    turn = generation.turn
+    splitter = Splitter(turn.family if turn.calls else NO_CALLS, turn.thinking)
     try:
         yield chunk(cid, model, {"role": "assistant", "content": ""}, with_usage=include_usage)
+        for delta in deltas(splitter.push(turn.prefill)):
+            yield chunk(cid, model, delta, with_usage=include_usage)
         async for piece in iterate_in_threadpool(generation):
-            yield chunk(cid, model, {"content": piece}, with_usage=include_usage)
+            for delta in deltas(splitter.push(piece)):
+                yield chunk(cid, model, delta, with_usage=include_usage)
         reply = generation.reply
+        _, rest = splitter.finish()
+        for delta in deltas(rest):
+            yield chunk(cid, model, delta, with_usage=include_usage)
+        if reply.tool_calls:
+            calls = [wire_call(call, k) for k, call in enumerate(reply.tool_calls)]
+            yield chunk(cid, model, {"tool_calls": calls}, with_usage=include_usage)
         yield chunk(cid, model, {}, reply.finish_reason, with_usage=include_usage)
         if include_usage:
             yield sse({"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
@@ -213,6 +307,10 @@ async def events(generation, cid: str, model: str, include_usage: bool):
     finally:
         generation.close()
     yield "data: [DONE]\n\n"
+
+
+def deltas(pieces: list[tuple[str, str]]) -> list[dict]:
+    return [{"reasoning_content" if kind == "reasoning" else "content": text} for kind, text in pieces]
 
 
 # -- app -------------------------------------------------------------------------------------
@@ -272,14 +370,14 @@ def build_app(engine, defaults: GenerationParams, api_key: str | None = None, mo
         authorize(request)
         body = parse_request(await read_body(request, limits.max_request_bytes))
         adapter = adapter_for(body.model)
-        messages, params = to_messages(body), to_params(body, defaults, limits)
+        messages, params, extra = to_messages(body), to_params(body, defaults, limits), to_options(body)
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
-            generation = await run_in_threadpool(engine.stream, messages, params, adapter)
+            generation = await run_in_threadpool(engine.stream, messages, params, adapter, extra)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(events(generation, cid, body.model, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        reply = await run_in_threadpool(engine.chat, messages, params, adapter)
+        reply = await run_in_threadpool(engine.chat, messages, params, adapter, extra)
         return completion(cid, body.model, reply)
 
     return app

@@ -13,11 +13,13 @@ of the panel's history, so the next message works without pressing Clear.
 
 from __future__ import annotations
 
+import json
 import os
 
 from tunekit.errors import TunekitError
 from tunekit.infer.engine import BASE
 from tunekit.infer.params import GenerationParams
+from tunekit.infer.parsers import NO_CALLS, Splitter
 
 MAX_INPUT_CHARS = 16_000  # default cap on one message (and on the system prompt): --max-input-chars
 
@@ -139,18 +141,39 @@ def answer_fn(engine, max_chars: int = MAX_INPUT_CHARS):
 
 
 def _stream_answer(engine, history: list[dict], system: str | None, params: GenerationParams, choice: str):
-    messages = ([{"role": "system", "content": system}] if system and system.strip() else []) + history
+    said = [m for m in history if not (m.get("metadata") or {}).get("title")]  # shown reasoning stays out
+    messages = ([{"role": "system", "content": system}] if system and system.strip() else []) + said
     generation = engine.stream(messages, params, choice)
-    text = ""
+    turn = generation.turn
+    splitter = Splitter(turn.family if turn.calls else NO_CALLS, turn.thinking)
+    parts = {"reasoning": "", "content": ""}
     try:
-        for piece in generation:
-            text += piece
-            shown = history + [{"role": "assistant", "content": text}]
+        for piece in [turn.prefill, *generation] if turn.prefill else generation:
+            for kind, text in splitter.push(piece):
+                parts[kind] += text
+            shown = history + answer_messages(parts["reasoning"], parts["content"], [], done=False)
             yield shown, shown
     finally:
         generation.close()  # the page went away or the event was cancelled: stop generating
-    final = history + [{"role": "assistant", "content": text}]
+    parsed, _ = splitter.finish()
+    final = history + answer_messages(parsed.reasoning or "", parsed.content, parsed.tool_calls, done=True)
     yield final, final
+
+
+def answer_messages(reasoning: str, content: str, calls: list, done: bool) -> list[dict]:
+    """One answer as chat messages: reasoning folded (a closed "Reasoning" box once done), the
+    content, and each tool call in a box of its own."""
+    out = []
+    if reasoning:
+        out.append({"role": "assistant", "content": reasoning,
+                    "metadata": {"title": "Reasoning", "status": "done" if done else "pending"}})
+    for call in calls:
+        arguments = json.dumps(call["function"]["arguments"], ensure_ascii=False, indent=1)
+        out.append({"role": "assistant", "content": f"```json\n{arguments}\n```",
+                    "metadata": {"title": f"Tool call: {call['function']['name']}", "status": "done"}})
+    if content or not out:
+        out.append({"role": "assistant", "content": content})
+    return out
 
 
 def launch(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int = 7860, share: bool = False,

@@ -108,7 +108,7 @@ class RewardModelScore:
 
         convs = [Conversation(json.loads(m) + [{"role": "assistant", "content": c}])
                  for m, c in zip(messages, completions)]
-        return self.scores([e.input_ids for e in self.template.encode_many(convs, mask_history=True)])
+        return self.scores([samples[-1].input_ids for samples in self.template.encode_many(convs, mask_history=True)])
 
     def scores(self, sequences: list[list[int]]) -> list[float]:
         width = max(len(s) for s in sequences)

@@ -47,7 +47,8 @@ def train(cfg: Config) -> Path:
 
         return train_aligned(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    template = load_template(tokenizer, cfg.model.template) if cfg.train.stage == "sft" else None
+    template = (load_template(tokenizer, cfg.model.template, cfg.model.template_options)
+                if cfg.train.stage == "sft" else None)
     data = prepare_data(cfg, tokenizer, template, trained_samples=_trained_samples(cfg, Path(cfg.train.output_dir)))
     report_data(cfg, data)  # bad rows refuse the run here, before anything is written under output_dir
     run_dir = prepare_run_dir(cfg)
