@@ -19,7 +19,7 @@ ALPACA = [{"path": str(SHARED / "data" / "alpaca_en_demo.json"), "max_samples": 
 
 
 def train_batches(model_dir, out, cache, group_by_length: bool) -> tuple[list[dict], int]:
-    cfg = make_config(model_dir, out, cache, data={"datasets": ALPACA, "packing": False, "cutoff_len": 256},
+    cfg = make_config(model_dir, out, cache, data={"datasets": ALPACA, "packing": False, "cutoff_len": 256, "overlength": "truncate"},
                       train={"group_by_length": group_by_length, "batch_size": 8})
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer, load_template(tokenizer, cfg.model.template))
