@@ -60,3 +60,16 @@ def test_an_output_that_would_replace_an_input_is_refused(tmp_path):
     for output in (run, tmp_path / "runs"):
         with pytest.raises(TunekitError, match="would replace the input"):
             check_output_dir(output, overwrite=True, inputs=[run])
+
+
+def test_the_output_folder_gets_ordinary_permissions(tmp_path):
+    """mkdtemp makes a private (0700) folder; what is renamed into place follows the umask."""
+    import os
+
+    from tunekit.export.atomic import atomic_directory
+
+    with atomic_directory(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask

@@ -44,6 +44,7 @@ def atomic_directory(output: str | Path, overwrite: bool = False, inputs: Sequen
     output = check_output_dir(output, overwrite, inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
     try:
         yield tmp
         _replace(tmp, output)
@@ -67,6 +68,12 @@ def _replace(tmp: Path, output: Path) -> None:
     os.rename(output, old / output.name)
     os.rename(tmp, output)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
