@@ -37,7 +37,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from real_shape import StepLog, flops_per_token, trl_args  # noqa: E402  (bench/ is not a package)
+from real_shape import StepLog, flops_per_token, trl_args  # bench/ is not a package
 
 LENGTHS = BENCH / "data" / "qwen2_5_lengths.json"
 QWEN2_5_0_5B = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
@@ -241,11 +241,11 @@ def versions() -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"{results['shape']} on {results['device']}, attention {results['attention']}, "
-             f"{results['samples_per_step']} samples per step, {results['steps']} steps ({results['warmup']} warm-up); "
-             f"measured matmul peak {results['measured_matmul_peak_flop_per_s'] / 1e12:.3g} TFLOP/s", "",
-             "| method | side | loss tokens/s | padding | MFU (measured peak) | MFU (nominal) | peak GiB "
-             "| tunekit packed / side |", "|---|---|---|---|---|---|---|---|"]
+    lines = [(f"{results['shape']} on {results['device']}, attention {results['attention']}, "
+              f"{results['samples_per_step']} samples per step, {results['steps']} steps ({results['warmup']} warm-up); "
+              f"measured matmul peak {results['measured_matmul_peak_flop_per_s'] / 1e12:.3g} TFLOP/s"), "",
+             ("| method | side | loss tokens/s | padding | MFU (measured peak) | MFU (nominal) | peak GiB "
+              "| tunekit packed / side |"), "|---|---|---|---|---|---|---|---|"]
     for method, sides in results["methods"].items():
         ours = sides["tunekit_packed"]["tokens_per_s"]
         for side, r in sides.items():

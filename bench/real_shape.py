@@ -183,13 +183,14 @@ def train_one(side: str, cfg, tokenizer, data, work: Path, rows_per_step: int) -
     return result
 
 
-def run(work: Path, steps: int, repeats: int, methods: list[str], sides: list[str] = list(SIDES),
+def run(work: Path, steps: int, repeats: int, methods: list[str], sides: tuple[str, ...] = SIDES,
         layers: int | None = None, partial=None) -> dict:
     """All runs; `partial(summary)` is called after each one (a long run killed half-way keeps its numbers)."""
     from tunekit.data.pipeline import prepare_data
     from tunekit.data.templates import load_template
     from tunekit.model.load import load_tokenizer
 
+    sides = list(sides)
     model_dir = build_model_dir(work, layers)
     cfg = tunekit_cfg(model_dir, work, "full", steps)
     tokenizer = load_tokenizer(cfg.model)
@@ -240,10 +241,10 @@ def summarize(results: dict, peak: float, steps: int, rows_per_step: int, length
 
 def markdown(shape: dict) -> list[str]:
     """Rows of the README table: per method and side, tokens/s, fraction of peak, tunekit's ratio."""
-    lines = [f"Real shape (SmolLM2-135M config, random weights), {shape['samples_per_step']} samples per step, "
-             f"{shape['steps']} steps per run (the first a warm-up), medians of the runs; this machine's fp32 "
-             f"matmul peak measured in the same run: {shape['peak_flop_per_s'] / 1e9:.0f} GFLOP/s on "
-             f"{shape['threads']} threads.", "",
+    lines = [(f"Real shape (SmolLM2-135M config, random weights), {shape['samples_per_step']} samples per step, "
+              f"{shape['steps']} steps per run (the first a warm-up), medians of the runs; this machine's fp32 "
+              f"matmul peak measured in the same run: {shape['peak_flop_per_s'] / 1e9:.0f} GFLOP/s on "
+              f"{shape['threads']} threads."), "",
              "| method | side | loss tokens/s | padding | % of matmul peak | tunekit / side |",
              "|---|---|---|---|---|---|"]
     for method, section in shape["methods"].items():

@@ -10,7 +10,7 @@ from helpers import ROOT
 def test_gpu_bench_dry_run_trains_every_side_on_the_same_tokens(tmp_path):
     out = tmp_path / "gpu.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_train.py"), "--dry-run", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["shape"] == "tiny" and results["device"] == "cpu"
