@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py            # the full bench (the real-shape section is most of it)
     .venv/bin/python bench/run.py --quick    # a smoke run: 1 repeat, few steps; writes quick.*
     .venv/bin/python bench/run.py --no-real-shape   # the tiny-model sections only (about 90 s)
+    .venv/bin/python bench/run.py --no-serve        # without serving under load (bench/serve.py, ~2 min)
 
 Same machine, same tiny model (built here by tunekit init-model), same rows of bench/data,
 same seed and 8 samples per optimizer step; torch on 2 threads. Every ratio is tunekit over
@@ -66,6 +67,16 @@ def main() -> None:
             step("training on the real shape (SmolLM2-135M) against TRL")
             sections["real_shape"] = real_shape.run(work, args.real_shape_steps, args.repeats_real_shape,
                                                     ["full", "lora"], layers=args.real_shape_layers)
+    if args.serve:
+        import serve
+
+        step("serving: batched against one at a time (bench/serve.py)")
+        with tempfile.TemporaryDirectory(prefix="tunekit-bench-serve-") as folder:
+            serve_started, serve_load = time.perf_counter(), os.getloadavg()
+            work = Path(folder)
+            served = serve.run(build_tiny_model(work), work, list(serve.LEVELS), 16 if args.quick else 64,
+                               1 if args.quick else 2)
+            serve.save(served, serve_load, serve_started, "serve-quick" if args.quick else "serve")
     results = summary(sections)
     results["machine"] = machine(load_before, os.getloadavg(), time.perf_counter() - started)
     results["settings"] = vars(args)
@@ -90,6 +101,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--real-shape-steps", type=int, default=3, help="steps per real-shape run, "
                         "the first a warm-up")
     parser.add_argument("--repeats-real-shape", type=int, default=1)
+    parser.add_argument("--no-serve", dest="serve", action="store_false",
+                        help="skip serving under 1/8/32 concurrent clients (bench/serve.py)")
     args = parser.parse_args()
     args.real_shape_layers = None  # SmolLM2's 30
     if args.quick:

@@ -14,15 +14,29 @@ def add_arguments(parser):
     parser.add_argument("--model-name", default=None, help="model id clients send (default: the target's folder name)")
     parser.add_argument("--max-tokens-cap", type=int, default=2048, help="largest max_tokens a request may ask for")
     parser.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body accepted")
+    parser.add_argument("--max-messages", type=int, default=256, help="most messages in one request")
+    parser.add_argument("--max-chars", type=int, default=200_000, help="most characters of content in one request")
+    parser.add_argument("--max-running", type=int, default=32, help="answers generated together (one batch) at most")
+    parser.add_argument("--max-queued", type=int, default=256,
+                        help="requests waiting for a slot at most; beyond that: 429 with Retry-After")
+    parser.add_argument("--no-batching", dest="batching", action="store_false",
+                        help="one answer after another, each a plain generate call (as before batching)")
+    parser.add_argument("--request-timeout", type=float, default=600.0, help="seconds a request may take (then 504)")
+    parser.add_argument("--drain-seconds", type=float, default=30.0,
+                        help="on SIGTERM, how long running requests may finish while new ones are refused")
     add_sampling_arguments(parser)
 
 
 def run(args) -> int:
+    from tunekit.infer.batching import BatchLimits
     from tunekit.serve.api import Limits, serve
 
     params = params_from_args(args)
-    limits = Limits(max_tokens=args.max_tokens_cap, max_request_bytes=args.max_request_bytes)
-    with load_engine(args) as engine:
+    limits = Limits(max_tokens=args.max_tokens_cap, max_request_bytes=args.max_request_bytes,
+                    max_messages=args.max_messages, max_chars=args.max_chars, drain_s=args.drain_seconds)
+    batch = BatchLimits(max_running=args.max_running, max_queued=args.max_queued, timeout_s=args.request_timeout,
+                        enabled=args.batching)
+    with load_engine(args, batch) as engine:
         serve(engine, params, host=args.host, port=args.port, api_key=args.api_key,
               model_name=args.model_name, limits=limits)
     return 0

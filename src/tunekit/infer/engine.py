@@ -16,9 +16,12 @@ Tools: `ChatOptions(tools, tool_choice, options)` goes with the messages. "none"
 tools and parses no calls; a named function (or "required") starts the answer with the
 family's call markup for it (`prefill`), so the model writes only the arguments.
 
-The model is held once and touched by one worker thread only: every generation, from any
-number of callers, is queued to it in order, so two generations never share the model at
-the same time. A caller that stops reading a stream (or closes it) cancels its generation.
+The model is held once and touched by one thread only. With the default (hf) backend that
+thread batches (infer/batching.py): concurrent answers share each forward pass, a new one
+joins between two decoding steps and a finished one leaves at once; `limits` (BatchLimits)
+bounds the running and the waiting answers (beyond: `Busy`) and each one's time. The vllm
+backend batches by itself (its async engine) under the same limits. A caller that stops reading a stream (or
+closes it) cancels its generation.
 
 System prompt: a run trained with a fixed system prompt (a dataset's `system:`) is asked
 with it whenever a conversation brings no system message of its own; a conversation that
@@ -31,10 +34,12 @@ LoRA run, else the model itself; `adapter=BASE` is the base model with all adapt
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +53,7 @@ from tunekit.errors import TunekitError
 from tunekit.infer.answer import Answer
 from tunekit.infer.parsers import REASONING_MARKERS, Family, Parsed, split_think
 from tunekit.infer.backends import BACKENDS
+from tunekit.infer.batching import BatchLimits, Scheduler, Sequence
 from tunekit.infer.params import ChatOptions, GenerationParams, Reply, check_params
 from tunekit.infer.target import adapter_name, chat_template, read_adapter_run, resolve_target, stop_token_ids
 from tunekit.model.load import load_tokenizer
@@ -82,17 +88,25 @@ class Variant:
 
 
 class Engine:
-    def __init__(self, backend, tokenizer, name: str, variants: dict[str, Variant], default_adapter: str):
+    def __init__(self, backend, tokenizer, name: str, variants: dict[str, Variant], default_adapter: str,
+                 limits: BatchLimits | None = None):
         self.backend = backend
         self.tokenizer = tokenizer
         self.name = name
         self.variants = variants
         self.default_adapter = default_adapter
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunekit-generate")
+        self.limits = limits or BatchLimits()
+        self.finished_hooks: list = []  # each called with every Generation that ended (metrics)
+        batches = self.limits.enabled and getattr(backend, "batchable", False)
+        self.scheduler = Scheduler(backend, self.limits) if batches else None
+        if hasattr(backend, "submit"):  # a backend that batches by itself (vllm)
+            backend.limits, self.scheduler = self.limits, backend
+        self._worker = None if batches else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunekit-generate")
 
     @classmethod
     def load(cls, target: str, adapters: list[str] | None = None, dtype: str = "auto",
-             trust_remote_code: bool = False, backend: str = "hf", base: bool = False) -> Engine:
+             trust_remote_code: bool = False, backend: str = "hf", base: bool = False,
+             limits: BatchLimits | None = None) -> Engine:
         """base=True: a run directory's base model, asked with the run's template and system prompt."""
         backend_type = backend_class(backend)
         spec = resolve_target(str(target), trust_remote_code, base)
@@ -106,7 +120,7 @@ class Engine:
         for name, (path, run) in folders.items():
             variants[name] = _variant(name, tokenizer, run, eos)
         default = next(iter(folders)) if spec.adapter_path else BASE
-        return cls(loaded, tokenizer, spec.name, variants, default)
+        return cls(loaded, tokenizer, spec.name, variants, default, limits)
 
     # -- what is loaded ---------------------------------------------------------------------
     @property
@@ -146,8 +160,14 @@ class Engine:
         check_params(params)
         variant = self.variant(adapter)
         turn = _prepare(variant, messages, request or ChatOptions(), self.tokenizer)
+        params = self._fit(params, len(turn.prompt))
         generation = Generation(len(turn.prompt), turn)
-        self._worker.submit(self._generate, generation, turn.prompt, self._fit(params, len(turn.prompt)), variant)
+        on_token, on_done = self._feeds(generation, turn.prompt, params, variant)
+        if self.scheduler is not None:
+            self.scheduler.submit(Sequence(turn.prompt, params, variant.stop_token_ids, variant.adapter, on_token,
+                                           on_done, lambda: generation.cancelled))
+        else:
+            self._worker.submit(self._generate, generation, turn.prompt, params, variant, on_token, on_done)
         return generation
 
     def chat(self, messages: list[dict], params: GenerationParams, adapter: str | None = None,
@@ -167,13 +187,21 @@ class Engine:
         for start in range(0, len(turns), batch_size):
             chunk = turns[start: start + batch_size]
             fitted = self._fit(params, max(len(t.prompt) for t in chunk))
-            rows = self._worker.submit(self.backend.generate_batch, [t.prompt for t in chunk], fitted,
-                                       variant.stop_token_ids, variant.adapter).result()
+            rows = self._on_model_thread(self.backend.generate_batch, [t.prompt for t in chunk], fitted,
+                                         variant.stop_token_ids, variant.adapter)
             replies += [self._reply(turn, row, fitted, variant) for turn, row in zip(chunk, rows)]
         return replies
 
     def close(self) -> None:
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        if self.scheduler is not None:
+            self.scheduler.close()
+        else:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _on_model_thread(self, fn, *args):
+        if self.scheduler is not None:
+            return self.scheduler.run(fn, *args)
+        return self._worker.submit(fn, *args).result()
 
     def __enter__(self) -> Engine:
         return self
@@ -181,25 +209,41 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- on the worker thread ---------------------------------------------------------------
-    def _generate(self, generation: Generation, prompt: list[int], params: GenerationParams,
-                  variant: Variant) -> None:
+    # -- on the model's thread --------------------------------------------------------------
+    def _feeds(self, generation: Generation, prompt: list[int], params: GenerationParams, variant: Variant):
+        """on_token(id) -> wants more, on_done(error or None): tokens into text into the generation."""
         answer = _answer(self.tokenizer, variant, params)
 
         def on_token(token: int) -> bool:
             if generation.cancelled:
                 return False
+            generation.token_times.append(time.monotonic())
             generation.put(answer.push(token))
             return answer.finish_reason is None
 
+        def on_done(exc: BaseException | None) -> None:
+            if exc is None:
+                generation.put(answer.flush())
+                generation.reply = generation.turn.finish(Reply(answer.text, len(prompt), answer.completion_tokens,
+                                                                answer.finish_reason or "length"))
+            for hook in self.finished_hooks:  # before the reader learns of the end (and closes it)
+                hook(generation)
+            if exc is None:
+                generation.finish(generation.reply)
+            else:
+                generation.fail(exc)
+
+        return on_token, on_done
+
+    def _generate(self, generation: Generation, prompt: list[int], params: GenerationParams,
+                  variant: Variant, on_token, on_done) -> None:
         try:
             if not generation.cancelled:
                 self.backend.generate(prompt, params, variant.stop_token_ids, variant.adapter, on_token)
-            generation.put(answer.flush())
-            generation.finish(generation.turn.finish(Reply(answer.text, len(prompt), answer.completion_tokens,
-                                                           answer.finish_reason or "length")))
         except BaseException as exc:  # handed to the reader, who re-raises it
-            generation.fail(exc)
+            on_done(exc)
+            return
+        on_done(None)
 
     def _reply(self, turn: Turn, row: list[int], params: GenerationParams, variant: Variant) -> Reply:
         answer = _answer(self.tokenizer, variant, params)
@@ -220,17 +264,22 @@ class Engine:
 
 
 class Generation(Iterator[str]):
-    """One answer on its way: iterating yields text increments; `.reply` is set at the end."""
+    """One answer on its way: iterating yields text increments; `.reply` is set at the end.
+    Servers read it with `async for text in generation.text_async()` and hold no thread."""
 
     _END = object()
 
     def __init__(self, prompt_tokens: int, turn: Turn | None = None):
         self.prompt_tokens = prompt_tokens
         self.turn = turn  # how to read the answer: parser, prefilled call, an opened <think>
+        self.created = time.monotonic()
+        self.token_times: list[float] = []  # when each token came (time.monotonic)
         self.reply: Reply | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel = threading.Event()
         self._done = False
+        self._wake = _nothing  # tells an async reader that something arrived
+
 
     def __next__(self) -> str:
         while not self._done:
@@ -241,6 +290,35 @@ class Generation(Iterator[str]):
             if isinstance(item, BaseException):
                 raise item
         raise StopIteration
+
+    async def text_async(self):
+        """Text increments as they come; those that arrived together are joined into one."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        self._wake = lambda: _call_soon(loop, ready.set)
+        while not self._done:
+            ready.clear()
+            text, end = self._ready()
+            if text:
+                yield text
+            if end is not None:
+                self._done = True
+                if isinstance(end, BaseException):
+                    raise end
+            elif not text:
+                await ready.wait()
+
+    def _ready(self) -> tuple[str, object]:
+        """What arrived so far without waiting: its text, and the end (or an error) if it came."""
+        pieces = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return "".join(pieces), None
+            if not isinstance(item, str):
+                return "".join(pieces), item
+            pieces.append(item)
 
     def close(self) -> None:
         """Stop reading: the generation ends at its next token."""
@@ -253,13 +331,27 @@ class Generation(Iterator[str]):
     def put(self, text: str) -> None:
         if text:
             self._queue.put(text)
+            self._wake()
 
     def finish(self, reply: Reply) -> None:
         self.reply = reply
         self._queue.put(self._END)
+        self._wake()
 
     def fail(self, exc: BaseException) -> None:
         self._queue.put(exc)
+        self._wake()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _call_soon(loop, fn) -> None:
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:  # the reader's event loop is gone: nobody is waiting
+        pass
 
 
 def _variant(adapter: str | None, tokenizer, run, generation_config) -> Variant:

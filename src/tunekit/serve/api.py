@@ -6,7 +6,8 @@
 
 Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions (`stream: true`
 sends server-sent events ending with `data: [DONE]`; `stream_options.include_usage` adds a
-usage chunk), GET /health. Model ids: the target's name (its default adapter), and when
+usage chunk), GET /health (ready; running and waiting counts), GET /metrics (Prometheus text,
+serve/metrics.py). Model ids: the target's name (its default adapter), and when
 adapters are loaded, each adapter's name and `base`. Parameters: max_tokens (or
 max_completion_tokens), temperature, top_p, seed, stop, plus top_k and repetition_penalty;
 a parameter left out takes the server's default (greedy unless started with --temperature).
@@ -21,7 +22,10 @@ are written, and the calls as `tool_calls` deltas once each is complete.
 
 Every failure is a JSON body {"error": {"message", "type", "param", "code"}} with a 4xx
 status (401 key, 404 model or path, 400 JSON / parameters / prompt too long, 413 body too
-large), and the server keeps serving. Generations are queued by the engine, one at a time.
+large, 429 + Retry-After when the queue is full, 504 past the time limit), and the server
+keeps serving. Generations are batched by the engine (infer/batching.py); message count and
+size are checked before anything is rendered (serve/guard.py); a client that disconnects
+cancels its generation, streaming or not.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from tunekit.errors import TunekitError
@@ -44,12 +48,17 @@ from tunekit.infer.engine import BASE, PromptTooLong
 from tunekit.data.records import tool_call
 from tunekit.infer.params import ChatOptions, GenerationParams, InvalidParams, check_params
 from tunekit.infer.parsers import NO_CALLS, Splitter
+from tunekit.serve.guard import TooBig, check_size, install_busy_handlers, reply_or_cancel
+from tunekit.serve.metrics import Metrics
 
 
 @dataclass
 class Limits:
     max_tokens: int = 2048  # the largest max_tokens a request may ask for
     max_request_bytes: int = 1 << 20  # the largest request body
+    max_messages: int = 256  # messages in one request at most (rendering grows with their square)
+    max_chars: int = 200_000  # characters of message content in one request at most
+    drain_s: float = 30.0  # on SIGTERM: how long running requests may finish while new ones are refused
 
 
 class ApiError(Exception):
@@ -138,11 +147,16 @@ class ChatRequest(BaseModel):
     chat_template_kwargs: dict | None = None
 
 
-def parse_request(body: bytes) -> ChatRequest:
+def parse_request(body: bytes, limits: Limits | None = None) -> ChatRequest:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    try:
+        limits = limits or Limits()
+        check_size(data, limits.max_messages, limits.max_chars)
+    except TooBig as exc:
+        raise ApiError(400, str(exc), code="request_too_large", param="messages") from None
     try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
@@ -288,7 +302,7 @@ async def events(generation, cid: str, model: str, include_usage: bool):
         yield chunk(cid, model, {"role": "assistant", "content": ""}, with_usage=include_usage)
         for delta in deltas(splitter.push(turn.prefill)):
             yield chunk(cid, model, delta, with_usage=include_usage)
-        async for piece in iterate_in_threadpool(generation):
+        async for piece in generation.text_async():
             for delta in deltas(splitter.push(piece)):
                 yield chunk(cid, model, delta, with_usage=include_usage)
         reply = generation.reply
@@ -328,7 +342,9 @@ def build_app(engine, defaults: GenerationParams, api_key: str | None = None, mo
     ids = model_ids(engine, served)
     created = int(time.time())
     app = FastAPI(title="tunekit", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = Metrics(engine)
     install_error_handlers(app)
+    install_busy_handlers(app, metrics)
 
     def authorize(request: Request) -> None:
         if api_key is None:
@@ -346,7 +362,11 @@ def build_app(engine, defaults: GenerationParams, api_key: str | None = None, mo
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        return {"status": "ok", "running": _count(engine, "running"), "queued": _count(engine, "queued")}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def list_models(request: Request):
@@ -368,7 +388,7 @@ def build_app(engine, defaults: GenerationParams, api_key: str | None = None, mo
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
-        body = parse_request(await read_body(request, limits.max_request_bytes))
+        body = parse_request(await read_body(request, limits.max_request_bytes), limits)
         adapter = adapter_for(body.model)
         messages, params, extra = to_messages(body), to_params(body, defaults, limits), to_options(body)
         cid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -377,10 +397,15 @@ def build_app(engine, defaults: GenerationParams, api_key: str | None = None, mo
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(events(generation, cid, body.model, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        reply = await run_in_threadpool(engine.chat, messages, params, adapter, extra)
-        return completion(cid, body.model, reply)
+        generation = await run_in_threadpool(engine.stream, messages, params, adapter, extra)
+        return completion(cid, body.model, await reply_or_cancel(generation, request))
 
     return app
+
+
+def _count(engine, what: str) -> int:
+    scheduler = getattr(engine, "scheduler", None)
+    return getattr(scheduler, what) if scheduler is not None else 0
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -415,4 +440,9 @@ def serve(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int
         print(f"warning: serving on {host} without an API key: anyone who can reach it can use the model")
     models = ", ".join(model_ids(engine, model_name or engine.name))
     print(f"OpenAI-compatible API on http://{host}:{port}/v1 (models: {models}); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    together = f"{engine.limits.max_running} running" if engine.scheduler else "one at a time (no batching)"
+    print(f"limits: {together}, {engine.limits.max_queued} waiting (then 429), "
+          f"{engine.limits.timeout_s:g} s per request, max_tokens <= {limits.max_tokens}, "
+          f"{limits.max_messages} messages / {limits.max_chars} characters / {limits.max_request_bytes} bytes "
+          f"per request, {limits.drain_s:g} s to drain on SIGTERM", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.drain_s)

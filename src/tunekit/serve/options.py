@@ -44,8 +44,9 @@ def params_from_args(args) -> GenerationParams:
     return params
 
 
-def load_engine(args):
+def load_engine(args, limits=None):
+    """limits: BatchLimits for the batching scheduler (default: its defaults)."""
     from tunekit.infer.engine import Engine
 
     return Engine.load(args.target, adapters=args.adapter, dtype=args.dtype,
-                       trust_remote_code=args.trust_remote_code, backend=args.backend)
+                       trust_remote_code=args.trust_remote_code, backend=args.backend, limits=limits)

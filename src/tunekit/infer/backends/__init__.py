@@ -1,7 +1,9 @@
 """Generation backends: `hf` (transformers + peft, the default) and `vllm` (optional, GPU).
 
 A backend turns prompt token ids into generated token ids; the engine does everything
-else (templates, stop rules, text, queueing). Each module is imported only when chosen.
+else (templates, stop rules, text). hf offers one decoding step at a time to the engine's
+batching scheduler (infer/batching.py); vllm is its own scheduler (`submit`). Each module
+is imported only when chosen.
 """
 
 BACKENDS = {

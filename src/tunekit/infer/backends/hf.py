@@ -2,8 +2,9 @@
 (model/multi.py loads them onto the model and activates one).
 
 Generation is `model.generate`, fed token by token to a callback (streaming) or run on a
-left-padded batch. Not thread-safe by itself: the engine calls it from its one worker
-thread, so one generation at a time touches the model (and the active adapter).
+left-padded batch; `forward` is one step over a shared KV cache for the batching scheduler
+(infer/batching.py), with one adapter per row. Not thread-safe by itself: the engine calls
+it from one thread only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from tunekit.config import ModelConfig
@@ -22,6 +23,8 @@ from tunekit.dtypes import resolve_name
 from tunekit.model.load import load_model
 from tunekit.model.multi import activate, load_adapters
 from tunekit.model.padding import left_padded
+
+BASE_ROW = "__base__"  # peft's adapter name for a row with every adapter off
 
 
 class HFBackend:
@@ -56,6 +59,55 @@ class HFBackend:
     @property
     def generation_config(self):
         return getattr(self.model, "generation_config", None)
+
+    # -- one step at a time, for the batching scheduler -------------------------------------
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def batchable(self) -> bool:
+        """Whether answers can share a batch (infer/batching.py): a cache of plain full-attention layers
+        (no sliding window), and no prefix / prompt-tuning adapter (they bring their own cache entries)."""
+        if any(c.is_prompt_learning for c in getattr(self.model, "peft_config", {}).values()):
+            return False
+        try:
+            layers = self.new_cache().layers
+        except Exception:  # noqa: BLE001 - a cache transformers cannot build from this config
+            return False
+        return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+    @property
+    def adapters_mixable(self) -> bool:
+        """Rows with different adapters in one forward pass: peft's mixed batches, LoRA (not DoRA) only."""
+        configs = getattr(self.model, "peft_config", {}).values()
+        return all(str(c.peft_type) in ("LORA", "PeftType.LORA") and not getattr(c, "use_dora", False)
+                   for c in configs)
+
+    def new_cache(self):
+        return DynamicCache(config=self.model.config)
+
+    @torch.inference_mode()
+    def forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None]):
+        """Last-position logits [rows, vocab] after feeding input_ids; `cache` grows by their width."""
+        kwargs = {}
+        if hasattr(self.model, "peft_config"):
+            names = {a for a in adapters}
+            if len(names) == 1 or not self.adapters_mixable:
+                context = self._adapter(adapters[0])
+            else:
+                context = nullcontext()
+                kwargs["adapter_names"] = [a or BASE_ROW for a in adapters]
+        else:
+            context = nullcontext()
+        with context:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
+        return out.logits[:, -1]
 
     @torch.inference_mode()
     def generate(self, prompt_ids: list[int], params: GenerationParams, stop_ids: list[int], adapter: str | None,
