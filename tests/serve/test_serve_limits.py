@@ -63,7 +63,7 @@ def idle(engine) -> bool:
 def test_20001_messages_are_refused_before_any_rendering(live, monkeypatch):
     engine, url = live
     rendered = []
-    monkeypatch.setattr("tunekit.infer.engine._prompt_ids", lambda *a, **k: rendered.append(1))
+    monkeypatch.setattr("tunekit.infer.engine._prepare", lambda *a, **k: rendered.append(1))
     started = time.monotonic()
     response = httpx.post(url + "/v1/chat/completions", timeout=30,
                           json={"model": engine.name, "messages": ask("hi") * 20001})
