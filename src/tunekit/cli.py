@@ -28,6 +28,8 @@ COMMANDS = {
     "modules": ("tunekit.commands.modules", "list a model's linear modules and the default LoRA targets"),
     "init-model": ("tunekit.commands.init_model", "build a small random model with a tokenizer trained on text"),
     "merge": ("tunekit.commands.merge", "fold a LoRA run into its base: tunekit merge RUN_DIR --output DIR"),
+    "export": ("tunekit.commands.export", "GGUF for llama.cpp / Ollama, with a Modelfile: "
+               "tunekit export RUN_DIR --format gguf --quant q4_k_m"),
     "mix": ("tunekit.commands.mix", "blend LoRA runs with weights: tunekit mix RUN_A:0.7 RUN_B:0.3 --output DIR"),
     "chat": ("tunekit.commands.chat", "talk to a model in the terminal: tunekit chat RUN_DIR"),
     "webui": ("tunekit.commands.webui", "chat with a model in the browser, adapters side by side: tunekit webui RUN_DIR"),
@@ -35,6 +37,7 @@ COMMANDS = {
     "eval": ("tunekit.commands.eval", "answer and score a test set: tunekit eval RUN_DIR --data FILE"),
     "compare": ("tunekit.commands.compare", "base vs tuned report with a forgetting probe: "
                 "tunekit compare base RUN_DIR --data FILE"),
+    "board": ("tunekit.commands.board", "the training board in the browser, from data to chat: tunekit board --runs runs"),
     "demo": ("tunekit.commands.demo", "offline end-to-end demo: LoRA on SmolLM2-135M-Instruct, before/after "
              "(--tiny: a random tiny model)"),
 }

@@ -90,20 +90,25 @@ def render_marked(template: ChatTemplate, conv: Conversation, color: bool, **opt
 
 
 def _marked(template: ChatTemplate, enc, color: bool) -> tuple[str, int, int]:
-    tok = template.tokenizer
     opener, closer = (TRAINED_OPEN, TRAINED_CLOSE) if color else (PLAIN_OPEN, PLAIN_CLOSE)
+    pieces, total, trained = trained_spans(template, enc)
+    return "".join(_wrap(text, is_trained, opener, closer) for text, is_trained in pieces), total, trained
+
+
+def trained_spans(template: ChatTemplate, enc) -> tuple[list[tuple[str, bool]], int, int]:
+    """One encoded sample's text cut where training starts or stops: ([(text, trained)], tokens, trained)."""
+    tok = template.tokenizer
     pieces, run, trained = [], [], None
     for token, label in zip(enc.input_ids, enc.labels):
         is_trained = label != IGNORE_INDEX
         if trained is not None and is_trained != trained:
-            pieces.append(_wrap(tok.decode(run), trained, opener, closer))
+            pieces.append((tok.decode(run), trained))
             run = []
         run.append(token)
         trained = is_trained
     if run:
-        pieces.append(_wrap(tok.decode(run), trained, opener, closer))
-    n_trained = sum(label != IGNORE_INDEX for label in enc.labels)
-    return "".join(pieces), len(enc.input_ids), n_trained
+        pieces.append((tok.decode(run), trained))
+    return pieces, len(enc.input_ids), sum(label != IGNORE_INDEX for label in enc.labels)
 
 
 def _wrap(text: str, trained: bool, opener: str, closer: str) -> str:

@@ -163,6 +163,19 @@ def detect_format(row: dict) -> str:
                     "columns:, e.g. columns: {prompt: q, response: a}")
 
 
+def sniff_format(spec, stage: str = "sft") -> str:
+    """The format a spec's rows are read as: the forced one, else the one detected from the first object row."""
+    if stage == "pt":
+        return "text"
+    if spec.format not in ("auto", None):
+        return spec.format
+    for path in _resolve(spec) or []:
+        for _, row, problem in _file_source(path)[1]:
+            if problem is None and isinstance(row, dict):
+                return detect_format(_renamed(row, spec.columns or {}))
+    return "auto (hub dataset: detected when read)"
+
+
 def source_files(spec) -> list[Path]:
     """The local files a spec reads (for cache fingerprints); [] for a hub dataset."""
     return _resolve(spec) or []
