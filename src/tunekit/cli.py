@@ -30,6 +30,7 @@ COMMANDS = {
     "merge": ("tunekit.commands.merge", "fold a LoRA run into its base: tunekit merge RUN_DIR --output DIR"),
     "export": ("tunekit.commands.export", "GGUF for llama.cpp / Ollama, with a Modelfile: "
                "tunekit export RUN_DIR --format gguf --quant q4_k_m"),
+    "push": ("tunekit.commands.push", "upload a run to the Hugging Face Hub with a model card: tunekit push RUN_DIR REPO_ID"),
     "mix": ("tunekit.commands.mix", "blend LoRA runs with weights: tunekit mix RUN_A:0.7 RUN_B:0.3 --output DIR"),
     "chat": ("tunekit.commands.chat", "talk to a model in the terminal: tunekit chat RUN_DIR"),
     "webui": ("tunekit.commands.webui", "chat with a model in the browser, adapters side by side: tunekit webui RUN_DIR"),

@@ -100,7 +100,7 @@ class Board:
         text = f"**{name}**: {status.state} · step {status.step}{total}{loss}{ckpt}"
         if status.error:
             text += f"\n\n{status.error}"
-        return text, loss_svg(loss_points(self.jobs.run_dir(name))), self.jobs.log_tail(name), self.jobs.table()
+        return text, loss_svg(loss_points(self.jobs.run_dir(name))), self.jobs.log_tail(name, 12), self.jobs.table()
 
     # -- after training ---------------------------------------------------------------------
     def answerers(self, name: str) -> list[tuple[object, str]]:
