@@ -66,6 +66,17 @@ class Board:
         return ("\n".join(f"- `{line}`" for line in report.formats), problems, report.summary, report.preview,
                 length_histogram(report.lengths))
 
+    def import_gguf(self, path: str):
+        """`tunekit import-gguf FILE runs/models/NAME`; the model field then names the imported directory."""
+        source = Path(path.strip())
+        if source.suffix.lower() != ".gguf" or not source.is_file():
+            raise TunekitError(f"{path!r} is not a .gguf file: give the path of a GGUF model file to import")
+        output = self.jobs.folder / "models" / source.stem
+        text = ""
+        for text in self.command(["import-gguf", str(source), str(output), "--overwrite"]):
+            yield text, path
+        yield text, str(output) if output.is_dir() else path
+
     def upload(self, file) -> str:
         folder = self.jobs.folder / "uploads"
         folder.mkdir(parents=True, exist_ok=True)
@@ -202,7 +213,11 @@ def build_app(board: Board, defaults: Settings):
         gr.Markdown(f"## tunekit board\nruns folder: `{board.jobs.folder}` · every action below is a `tunekit` "
                     "command you can also type")
         with gr.Accordion("1 · Model", open=True):
-            model = gr.Textbox(defaults.model, label="base model: a local directory or a hub id", elem_id="model")
+            with gr.Row():
+                model = gr.Textbox(defaults.model, label="base model: a local directory, a hub id, or a .gguf file "
+                                   "to import", elem_id="model", scale=4)
+                import_gguf = gr.Button("Import GGUF", scale=1, elem_id="import-gguf")
+            import_out = gr.Textbox(label="import", lines=2, visible=True, elem_id="import-output")
         with gr.Accordion("2 · Data", open=True):
             with gr.Row():
                 data = gr.Textbox(defaults.data, label="dataset: file, folder, glob or hub name", elem_id="data",
@@ -277,6 +292,7 @@ def build_app(board: Board, defaults: Settings):
             field.change(board.show_config, fields, [yaml_box, download, config_problem])
         app.load(board.show_config, fields, [yaml_box, download, config_problem])
         upload.upload(e(board.upload), upload, data)
+        import_gguf.click(e(board.import_gguf), model, [import_out, model])
         check.click(e(board.check), fields, [formats, problems, summary, preview, histogram])
         start.click(e(board.start), fields, action)
         stop.click(e(board.stop), run_name, action)
