@@ -1,6 +1,7 @@
 """tunekit push without a network: the model card and the list of files (the upload itself is untested here)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -50,6 +51,6 @@ def test_files_leave_checkpoints_logs_and_results_home(tiny_lora_run, tmp_path):
 
 def test_dry_run_prints_card_and_files_and_uploads_nothing(tiny_lora_run):
     done = subprocess.run([sys.executable, "-m", "tunekit", "push", str(tiny_lora_run), "me/x", "--dry-run"],
-                          capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
+                          capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     assert "library_name: peft" in done.stdout and "  adapter_model.safetensors" in done.stdout

@@ -9,7 +9,14 @@ from helpers import NER_TRAIN
 from tunekit.config import load_config
 from tunekit.errors import TunekitError
 from tunekit.serve.board import launch
-from tunekit.serve.board_data import Settings, board_config, check_data, config_yaml, length_histogram, loss_svg
+from tunekit.serve.board_data import (
+    Settings,
+    board_config,
+    check_data,
+    config_yaml,
+    length_histogram,
+    loss_svg,
+)
 from tunekit.serve.jobs import STOPPED_MARK, Jobs, loss_points
 
 

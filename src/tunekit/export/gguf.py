@@ -120,7 +120,7 @@ def quantize(source: Path, out: Path, quant: str) -> None:
 
 
 def _run_script(script: Path, args: list[str]) -> None:
-    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()][-3:]
         raise TunekitError(f"llama.cpp's {script.name} failed: {' | '.join(last)}")

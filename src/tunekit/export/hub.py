@@ -45,8 +45,7 @@ def model_card(run: RunInfo) -> str:
     header.append("---")
     stats = run.meta.get("data_stats") or {}
     lines = [*header, "", f"# {run.path.name}", "",
-             f"Fine-tuned with tunekit from **{base}** by **{run.method}** "
-             f"(stage {run.meta.get('stage', 'sft')}).", "",
+             f"Fine-tuned with tunekit from **{base}** by **{run.method}** (stage {run.meta.get('stage', 'sft')}).", "",
              "| | |", "|---|---|",
              f"| base model | {base} |", f"| method | {run.method} |",
              f"| data fingerprint | `{run.meta.get('data_fingerprint', '')}` |",

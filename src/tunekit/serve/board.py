@@ -26,8 +26,16 @@ from tunekit.config import METHODS, STAGES
 from tunekit.errors import TunekitError
 from tunekit.infer.engine import BASE
 from tunekit.infer.params import GenerationParams
-from tunekit.serve.board_data import PACKING, Settings, board_config, check_data, config_yaml, length_histogram, \
-    loss_svg, parsed
+from tunekit.serve.board_data import (
+    PACKING,
+    Settings,
+    board_config,
+    check_data,
+    config_yaml,
+    length_histogram,
+    loss_svg,
+    parsed,
+)
 from tunekit.serve.jobs import Jobs, loss_points
 from tunekit.serve.webui import answer_fn
 
