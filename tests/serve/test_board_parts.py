@@ -88,3 +88,18 @@ def test_states_come_from_the_files(tmp_path):
 def test_exposing_the_board_needs_a_password(tmp_path, where):
     with pytest.raises(TunekitError, match="--password"):
         launch(tmp_path, Settings(), **where)
+
+
+def test_after_training_actions_run_the_commands_a_user_would_type(tiny_lora_run, tmp_path):
+    import shutil
+
+    from tunekit.rundir import read_run
+    from tunekit.serve.board import Board
+
+    shutil.copytree(tiny_lora_run, tmp_path / "runs" / "lora")
+    board = Board(tmp_path / "runs")
+    outputs = list(board.merge("lora"))
+    assert outputs[0].startswith(f"$ tunekit merge {tmp_path / 'runs' / 'lora'} --output")
+    assert "merged model:" in outputs[-1] and outputs[-1].endswith("(exit status 0)")
+    assert not read_run(tmp_path / "runs" / "lora-merged").is_adapter
+    assert [row[:3] for row in board.jobs.table()] == [["lora", "finished", "4"], ["lora-merged", "finished", "0"]]
