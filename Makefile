@@ -77,7 +77,7 @@ $(GGUF_STAMP): $(STAMP) $(LLAMA_SDIST)
 	ls .cache/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_NATIVE=OFF" \
 	  $(PY) -m pip wheel --no-deps -w .cache/wheels $(LLAMA_SDIST)
-	$(PY) -m pip install --quiet --no-deps .cache/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PY) -m pip install --quiet .cache/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl  # with its dependencies (numpy, diskcache, jinja2)
 	$(PY) -m pip install --quiet "sentencepiece>=0.2"
 	rm -rf $(VENV)/llama.cpp && mkdir -p $(VENV)/llama.cpp
 	tar -xzf $(LLAMA_SDIST) -C $(VENV)/llama.cpp --strip-components=3 \
