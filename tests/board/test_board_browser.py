@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import yaml
-from serve_helpers import QUESTIONS, UNSEEN_QUESTION, Server, free_port
+from serve.serve_helpers import QUESTIONS, UNSEEN_QUESTION, Server, free_port  # tests/ is on sys.path
 
 from tunekit.infer.params import GenerationParams
 from tunekit.serve.jobs import loss_points
