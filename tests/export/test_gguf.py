@@ -110,4 +110,5 @@ def test_q8_0_is_near_and_q4_k_m_is_quantized(smol_run, reference, tmp_path):
         assert got[:8] == want[:8]  # the first tokens agree; later ones may part at near-ties
     q4 = export_gguf(merged, tmp_path / "q4", quant="q4_k_m").gguf
     assert GGUFReader(str(q4)).fields["general.file_type"].parts[-1][0] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
-    assert q4.stat().st_size < 0.6 * q8.stat().st_size
+    # SmolLM2's 576-wide rows are not multiples of 256: llama.cpp falls back to q5_0 / q8_0 for most of them
+    assert q4.stat().st_size < q8.stat().st_size
