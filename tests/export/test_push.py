@@ -13,7 +13,7 @@ def test_card_names_base_method_fingerprint_and_results(tiny_lora_run, tmp_path)
     run = read_run(tiny_lora_run)
     card = model_card(run)
     assert card.startswith("---\nlibrary_name: peft\n")
-    for fact in (run.base_model, run.method, run.meta["data_fingerprint"], f"| steps | {run.meta['steps']} |"):
+    for fact in (run.base_model, run.method, run.record.data_fingerprint, f"| steps | {run.record.steps} |"):
         assert fact in card
     assert "## Evaluation" not in card and "## Compared" not in card  # nothing measured yet, nothing claimed
 

@@ -28,7 +28,7 @@ from tunekit.errors import TunekitError
 from tunekit.export.atomic import atomic_directory, check_output_dir
 from tunekit.export.merge import check_mergeable, merge_in_memory, write_model_dir
 from tunekit.export.modelfile import modelfile, template_parts
-from tunekit.rundir import RunInfo, read_run
+from tunekit.rundir import Run, read_run
 
 LLAMA_CPP_ENV = "TUNEKIT_LLAMA_CPP"
 CONVERTER_TYPES = ("f16", "bf16", "q8_0", "f32")  # what convert_hf_to_gguf.py writes itself
@@ -126,7 +126,7 @@ def _run_script(script: Path, args: list[str]) -> None:
         raise TunekitError(f"llama.cpp's {script.name} failed: {' | '.join(last)}")
 
 
-def _export_adapter(run: RunInfo, tree: Path, output: Path, quant: str, overwrite: bool) -> Path:
+def _export_adapter(run: Run, tree: Path, output: Path, quant: str, overwrite: bool) -> Path:
     if not run.is_adapter or run.method not in ("lora", "qlora"):
         raise TunekitError(f"--adapter exports a LoRA; {run.path} is a '{run.method}' run: export it without --adapter")
     if quant not in ("f16", "bf16", "q8_0", "f32"):
@@ -142,14 +142,14 @@ def _export_adapter(run: RunInfo, tree: Path, output: Path, quant: str, overwrit
                       "--lora, Ollama ADAPTER)")
 
 
-def run_modelfile(run: RunInfo, gguf_name: str) -> str:
+def run_modelfile(run: Run, gguf_name: str) -> str:
     """The Modelfile of a run: its template (as the GGUF's tokenizer renders it), stops and system prompt."""
     from transformers import AutoTokenizer
 
     from tunekit.infer.target import chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(str(run.path))
-    template = chat_template(str(run.path), tokenizer, run)
+    template = chat_template(tokenizer, run)
     bos = tokenizer.bos_token or ""
 
     def render(messages, generation):
@@ -158,7 +158,7 @@ def run_modelfile(run: RunInfo, gguf_name: str) -> str:
         return text[len(bos):] if bos and text.startswith(bos) and _adds_bos(tokenizer) else text
 
     stops = [tokenizer.decode([i]) for i in run.stop_token_ids] or [template.eot_text]
-    return modelfile(gguf_name, template_parts(render), [s for s in stops if s], run_system_prompt(run))
+    return modelfile(gguf_name, template_parts(render), [s for s in stops if s], run.system_prompt)
 
 
 def _adds_bos(tokenizer) -> bool:
@@ -166,9 +166,3 @@ def _adds_bos(tokenizer) -> bool:
     ids = tokenizer("a")["input_ids"]
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
-
-def run_system_prompt(run: RunInfo) -> str | None:
-    """The system prompt the run's data was trained with, when every dataset names the same one."""
-    datasets = run.meta.get("config", {}).get("data", {}).get("datasets", [])
-    prompts = {d.get("system") for d in datasets if isinstance(d, dict)}
-    return prompts.pop() if len(prompts) == 1 else None

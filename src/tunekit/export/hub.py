@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from tunekit.errors import TunekitError
-from tunekit.rundir import RunInfo, read_run
+from tunekit.rundir import Run, read_run
 
 LEFT_OUT_DIRS = ("checkpoints", "logs", "eval", "compare")  # eval / compare results go into the card instead
 CARD_FILE = "README.md"
@@ -35,7 +35,7 @@ def upload_files(run_dir: str | Path) -> list[str]:
     return files
 
 
-def model_card(run: RunInfo) -> str:
+def model_card(run: Run) -> str:
     """README.md for the Hub: metadata header, then what the run is and how well it does."""
     library = "peft" if run.is_adapter else "transformers"
     base = run.base_model
@@ -43,14 +43,14 @@ def model_card(run: RunInfo) -> str:
     if not Path(base).exists():  # a hub id: the Hub links the base model
         header.append(f"base_model: {base}")
     header.append("---")
-    stats = run.meta.get("data_stats") or {}
+    record = run.record
     lines = [*header, "", f"# {run.path.name}", "",
-             f"Fine-tuned with tunekit from **{base}** by **{run.method}** (stage {run.meta.get('stage', 'sft')}).", "",
+             f"Fine-tuned with tunekit from **{base}** by **{run.method}** (stage {record.stage}).", "",
              "| | |", "|---|---|",
              f"| base model | {base} |", f"| method | {run.method} |",
-             f"| data fingerprint | `{run.meta.get('data_fingerprint', '')}` |",
-             f"| training samples | {stats.get('kept', '')} |", f"| steps | {run.meta.get('steps', '')} |",
-             f"| final training loss | {_number(run.meta.get('final_loss'))} |",
+             f"| data fingerprint | `{record.data_fingerprint}` |",
+             f"| training samples | {record.data_stats.get('kept', '')} |", f"| steps | {_number(record.steps)} |",
+             f"| final training loss | {_number(record.final_loss)} |",
              f"| end-of-turn | `{run.eot_text or ''}` |"]
     lines += _eval_section(run.path / "eval" / "metrics.json")
     report = run.path / "compare" / "report.md"
@@ -61,7 +61,7 @@ def model_card(run: RunInfo) -> str:
         lines += ["from peft import AutoPeftModelForCausalLM", 'model = AutoPeftModelForCausalLM.from_pretrained("REPO_ID")']
     else:
         lines += ["from transformers import AutoModelForCausalLM", 'model = AutoModelForCausalLM.from_pretrained("REPO_ID")']
-    lines += ["```", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in (run.meta.get("versions") or {}).items())]
+    lines += ["```", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in record.versions.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -130,8 +130,9 @@ class Board:
         if status.state != "finished":
             raise TunekitError(f"run {name} is {status.state}: chat needs a finished run")
         if name not in self.engines:
-            engine = Engine.load(str(self.jobs.run_dir(name)))
-            base = engine if engine.default_adapter != BASE else Engine.load(engine_base(engine, self.jobs.run_dir(name)))
+            run_dir = str(self.jobs.run_dir(name))
+            engine = Engine.load(run_dir)
+            base = engine if engine.default_adapter != BASE else Engine.load(run_dir, base=True)
             self.engines[name] = [(engine, engine.default_adapter), (base, BASE)]
         return self.engines[name]
 
@@ -179,13 +180,6 @@ class Board:
         for pairs in self.engines.values():
             for engine, _ in pairs:
                 engine.close()
-
-
-def engine_base(engine, run_dir: Path) -> str:
-    """The base model of a full run (its tunekit.json names it)."""
-    from tunekit.rundir import read_run
-
-    return read_run(run_dir).base_model
 
 
 def errors_as_messages(handler):

@@ -25,9 +25,8 @@ from pathlib import Path
 import yaml
 
 from tunekit.errors import TunekitError
-from tunekit.rundir import is_run_dir
-from tunekit.train.callbacks import METRICS_FILE
-from tunekit.train.run import CHECKPOINTS, last_complete_checkpoint
+from tunekit.rundir import CHECKPOINTS, METRICS_FILE, is_run_dir
+from tunekit.train.run import last_complete_checkpoint
 
 STOPPED_MARK = "== stopped from the board =="
 _PROGRESS = re.compile(r"(\d+)/(\d+) \[")  # the Trainer's progress bar: " 12/60 [00:03<00:10, ...]"

