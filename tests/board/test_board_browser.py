@@ -28,7 +28,7 @@ def board(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEKIT_CACHE", str(tmp_path / "cache"))
     server = Server(["board", "--runs", str(tmp_path / "runs"), "--model", str(tiny_model_dir), "--data", str(data)],
                     free_port(), tmp_path / "board.log", "/")
-    yield server.wait_ready()
+    yield server.wait_ready(timeout=300)  # imports torch, transformers and gradio: slow on a busy machine
     server.stop()
 
 
