@@ -170,7 +170,7 @@ def sniff_format(spec, stage: str = "sft") -> str:
     if spec.format not in ("auto", None):
         return spec.format
     for path in _resolve(spec) or []:
-        for _, row, problem in _file_source(path)[1]:
+        for _, row, problem in FileSource(path).rows():
             if problem is None and isinstance(row, dict):
                 return detect_format(_renamed(row, spec.columns or {}))
     return "auto (hub dataset: detected when read)"
