@@ -30,7 +30,7 @@ CHOSEN = ["4", "Blue.", "Yes.", "今天天气很好。"]
 REJECTED = ["Five, I think", "I will not.", "No", "不知道"]
 PAIRS = [("qwen2.5-instruct", "chatml.jinja", "<|im_end|>"), ("llama3-instruct", "llama3_2.jinja", "<|eot_id|>"),
          ("qwen3", "qwen3.jinja", "<|im_end|>")]
-REWRITES_HISTORY = {"qwen3.jinja"}  # an earlier answer renders differently later: such rows are refused, as in sft
+REWRITES_HISTORY: set[str] = set()  # issue 12: each turn is trained under its own inference prompt
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,13 @@ def test_dpo_batches_are_our_rendering_of_apply_chat_template(tmp_path, real_mod
         for answer in (CHOSEN[k], REJECTED[k]):
             want = tuple(expected_ids(tokenizer, source, PROMPTS[k] + [{"role": "assistant", "content": answer}], eot))
             assert want in got, f"{answer!r}: TRL's sequence differs from apply_chat_template's"
-            assert got[want] == answer + eot  # the completion is the answer and its end-of-turn, nothing else
+            # the completion is what the template writes after the generation prompt, to the end-of-turn
+            # (Qwen3: an empty <think></think> block, then the answer)
+            prompt = tokenizer.apply_chat_template(PROMPTS[k], chat_template=source, tokenize=False,
+                                                   add_generation_prompt=True)
+            full = tokenizer.decode(torch.tensor(want))
+            assert full.startswith(prompt) and full.endswith(answer + eot)
+            assert got[want] == full[len(prompt):]
 
 
 def test_reward_orpo_and_kto_batches_are_our_rendering(tmp_path, tiny_model_dir):
