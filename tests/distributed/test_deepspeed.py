@@ -117,9 +117,10 @@ def test_fsdp_launch_refuses_deepspeed_and_qlora(tmp_path, monkeypatch):
     check_launch(from_dict({"method": {"name": "lora"}}))
 
 
-def test_choosing_deepspeed_without_it_installed_prints_the_install_hint(tmp_path, monkeypatch, capsys):
+def test_choosing_deepspeed_without_it_installed_prints_the_install_hint(tiny_model_dir, tmp_path, monkeypatch,
+                                                                        capsys):
     monkeypatch.setattr(distributed, "deepspeed_installed", lambda: False)
-    cfg = write_config(tmp_path / "cfg.yaml", tmp_path / "model", tmp_path / "run", tmp_path / "cache",
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model_dir, tmp_path / "run", tmp_path / "cache",
                        train={"deepspeed": str(ROOT / "configs" / "deepspeed" / "ds_z3.json")})
     status = cli.main(["train", str(cfg)])
     err = capsys.readouterr().err
