@@ -178,9 +178,6 @@ class Run:
         return replace(self.record, origin={**self.record.origin, **origin}, versions=versions())
 
 
-RunInfo = Run  # the name used before the record was typed
-
-
 def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
