@@ -19,7 +19,6 @@ from tunekit.errors import DataError
 from tunekit.export.atomic import write_text_atomic
 
 SHOWN_PROBLEMS = 20
-PROBLEMS_FOLDER = "problems"  # under the cache root: <fingerprint>.txt, the full list of bad rows
 
 TRAINED_OPEN, TRAINED_CLOSE = "\x1b[42;30m", "\x1b[0m"  # green background on a terminal
 PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
@@ -64,11 +63,11 @@ def problem_report(problems: list[Problem], problems_file: Path | None) -> str:
 
 def problems_file(cfg, data, write: bool = True) -> Path | None:
     """<cache>/problems/<fingerprint>.txt with every bad row of the prepared data (None when there are none)."""
-    from tunekit.data.pipeline import cache_root
+    from tunekit.data.pipeline import problems_folder
 
     if not data.problems:
         return None
-    path = cache_root(cfg) / PROBLEMS_FOLDER / f"{data.fingerprint}.txt"
+    path = problems_folder(cfg) / f"{data.fingerprint}.txt"
     return write_text_atomic(path, "".join(f"{p}\n" for p in data.problems)) if write else path
 
 

@@ -52,7 +52,7 @@ from tunekit.data.formats import (
     read_source,
     sources,
 )
-from tunekit.data.progress import Progress
+from tunekit.data.progress import ProblemLog, Progress
 from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
 from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
@@ -81,6 +81,11 @@ class PreparedData:
 
 def cache_root(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir or os.environ.get("TUNEKIT_CACHE") or Path.home() / ".cache" / "tunekit")
+
+
+def problems_folder(cfg: Config) -> Path:
+    """Where lists of bad rows go: <fingerprint>.txt when complete, in-progress-PID.txt while found."""
+    return cache_root(cfg) / "problems"
 
 
 def prepare_data(cfg: Config, tokenizer, template: ChatTemplate | None, trained_samples: int = 0) -> PreparedData:
@@ -204,8 +209,9 @@ def _tokenize_all(cfg: Config, specs, job: _Job, base: str) -> tuple[list[_Entry
     units = [(spec, source) for spec in specs for source in sources(spec, job.stage)]
     total = sum(source.size for _, source in units)
     progress = Progress("tokenizing", total)
+    found = ProblemLog(problems_folder(cfg), progress)
     entries, hit, done_bytes, rows = [], True, 0, 0
-    with _Workers(job, cfg.data.num_proc) as workers:
+    with _Workers(job, cfg.data.num_proc, found.add) as workers:
         remaining: dict[int, int | None] = {}
         for spec, source in units:
             left = remaining.setdefault(id(spec), spec.max_samples)
@@ -223,6 +229,7 @@ def _tokenize_all(cfg: Config, specs, job: _Job, base: str) -> tuple[list[_Entry
             if left is not None:
                 remaining[id(spec)] = left - entry.meta["records"]
         workers.join()
+    found.close()
     for entry in entries:
         if not entry.meta.get("done"):
             entry.meta = _finish_entry(entry)
@@ -337,8 +344,9 @@ class _Workers:
     """Shards tokenized in order of submission: in this process while there is only one, else in a pool
     of forked workers with a bounded number of shards in flight (so memory stays flat)."""
 
-    def __init__(self, job: _Job, num_proc: int | None):
+    def __init__(self, job: _Job, num_proc: int | None, found):
         self.job, self.count = job, num_proc or len(os.sched_getaffinity(0))
+        self.found = found  # called with each finished shard's bad rows, as FILE:LINE lines
         self.held: tuple | None = None
         self.pool, self.flight = None, deque()
 
@@ -359,18 +367,18 @@ class _Workers:
         if self.pool is None and self.count > 1:
             self._start()
         if self.pool is None:
-            _encode_shard(self.job, folder, shard)
+            self.found(_encode_shard(self.job, folder, shard))
             return
         while len(self.flight) >= 2 * self.count:
-            self.flight.popleft().get()
+            self.found(self.flight.popleft().get())
         self.flight.append(self.pool.apply_async(_encode_in_worker, (folder, shard)))
 
     def join(self) -> None:
         if self.held is not None:
-            _encode_shard(self.job, *self.held)
+            self.found(_encode_shard(self.job, *self.held))
             self.held = None
         while self.flight:
-            self.flight.popleft().get()
+            self.found(self.flight.popleft().get())
 
     def _start(self) -> None:
         if "fork" not in multiprocessing.get_all_start_methods():
@@ -393,16 +401,17 @@ def _start_worker(job: _Job) -> None:
     _WORKER_JOB = job
 
 
-def _encode_in_worker(folder: Path, shard: _Shard) -> None:
-    _encode_shard(_WORKER_JOB, folder, shard)
+def _encode_in_worker(folder: Path, shard: _Shard) -> list[str]:
+    return _encode_shard(_WORKER_JOB, folder, shard)
 
 
 # ---------------------------------------------------------------- one shard -> Arrow file + JSON
 
 
-def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> None:
+def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> list[str]:
+    """Tokenize and write one shard; returns its bad rows as FILE:LINE lines."""
     try:
-        _write_shard(job, folder, shard)
+        return _write_shard(job, folder, shard)
     except OSError as exc:
         if is_disk_full(exc):
             raise TunekitError(f"disk full while writing the tokenized data to {folder}: the shards written so far "
@@ -411,7 +420,7 @@ def _encode_shard(job: _Job, folder: Path, shard: _Shard) -> None:
         raise
 
 
-def _write_shard(job: _Job, folder: Path, shard: _Shard) -> None:
+def _write_shard(job: _Job, folder: Path, shard: _Shard) -> list[str]:
     if job.stage == "pt":
         table, stats, problems = _encode_text(job, shard.records)
     else:
@@ -421,8 +430,9 @@ def _write_shard(job: _Job, folder: Path, shard: _Shard) -> None:
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=BATCH)
     tmp.rename(folder / f"{name}.arrow")
-    problems = [asdict(p) for p in shard.problems + problems]
-    _write_json(folder / f"{name}.json", dict(stats, problems=problems, kept=table.num_rows))
+    problems = shard.problems + problems
+    _write_json(folder / f"{name}.json", dict(stats, problems=[asdict(p) for p in problems], kept=table.num_rows))
+    return [str(p) for p in problems]
 
 
 def _write_json(path: Path, value: dict) -> None:
