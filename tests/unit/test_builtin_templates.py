@@ -289,3 +289,35 @@ def test_new_builtins_add_their_tokens_and_train_answers_calls_and_end_of_turn(n
 
 def test_every_template_file_is_a_registered_builtin():
     assert sorted(p.stem for p in (ASSETS / "templates").glob("*.jinja")) == builtin_names()
+
+
+# -- tunekit templates ------------------------------------------------------------------------------
+def test_templates_command_lists_each_builtin_with_its_formats(capsys):
+    from tunekit.cli import main
+
+    assert main(["templates"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
+    assert set(builtin_names()) <= set(rows)
+    expected = {"qwen3": ("<|im_end|>", "hermes", "<think>; stripped from history; enable_thinking"),
+                "qwen2.5": ("<|im_end|>", "hermes", "-"),
+                "llama3.1": ("<|eot_id|>", "llama3", "-"),
+                "glm4": ("eos", "glm", "<think>; stripped from history; enable_thinking"),
+                "deepseek_r1": ("<｜end▁of▁sentence｜>", "deepseek", "<think>, opened by the prompt; stripped from history"),
+                "mistral_small3": ("eos", "mistral", "-"),
+                "gemma": ("<end_of_turn>", "hermes (as text)", "-")}
+    for name, (eot, tools, reasoning) in expected.items():
+        cells = [c.strip() for c in rows[name].split("  ") if c.strip()]
+        assert cells == [name, eot, tools, reasoning], rows[name]
+    tokens = lines[lines.index(rows["gemma"]) + 1]
+    assert tokens.split() == ["tokens:", "<start_of_turn>", "<end_of_turn>"]
+
+
+def test_templates_command_prints_a_source_and_refuses_an_unknown_name(capsys):
+    from tunekit.cli import main
+
+    assert main(["templates", "qwen3"]) == 0
+    assert capsys.readouterr().out == builtin_source("qwen3")
+    assert main(["templates", "qwen4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no built-in template 'qwen4': choose one of") and "Traceback" not in err
