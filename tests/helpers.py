@@ -1,8 +1,10 @@
-"""Plain helpers for every test folder (not fixtures): paths of shipped data and a config builder.
+"""Plain helpers for every test folder (not fixtures): paths of shipped data, a config builder, and
+chat templates rendered as transformers does with the clock fixed.
 
 Import them as `from helpers import make_config, NER_TRAIN`; tests/ is on sys.path.
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +34,41 @@ def make_config(model_dir, output_dir, cache, **sections):
     cfg = from_dict(raw)
     validate(cfg)
     return cfg
+
+
+FIXED_DAY = (2024, 7, 26)  # Llama 3.1's own default date: "26 Jul 2024"
+
+
+@contextmanager
+def fixed_clock():
+    """transformers' strftime_now (templates that print today's date) at FIXED_DAY, so they render the
+    same every day."""
+    import datetime
+
+    import transformers.utils.chat_template_utils as chat_utils
+
+    class Day(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(*FIXED_DAY)
+
+    clock, chat_utils.datetime = chat_utils.datetime, Day
+    try:
+        yield
+    finally:
+        chat_utils.datetime = clock
+
+
+def render_template(source: str, messages: list[dict], tools=None, add_generation_prompt=False, **kwargs) -> str:
+    """Text of a Jinja chat template as transformers renders it, clock fixed; a template that raises
+    gives "raised" (two templates agree when both refuse a conversation)."""
+    import jinja2
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    with fixed_clock():
+        try:
+            texts, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=source,
+                                             add_generation_prompt=add_generation_prompt, **kwargs)
+        except jinja2.TemplateError:
+            return "raised"
+    return texts[0]

@@ -25,6 +25,8 @@ COMMANDS = {
     "data": ("tunekit.commands.data", "check, preview or tokenize the datasets of a config"),
     "import-gguf": ("tunekit.commands.import_gguf", "a GGUF file as a Hugging Face model directory: "
                     "tunekit import-gguf FILE.gguf OUT_DIR"),
+    "templates": ("tunekit.commands.templates", "the built-in chat templates with their end-of-turn, tool-call and "
+                  "reasoning formats: tunekit templates [NAME]"),
     "modules": ("tunekit.commands.modules", "list a model's linear modules and the default LoRA targets"),
     "init-model": ("tunekit.commands.init_model", "build a small random model with a tokenizer trained on text"),
     "merge": ("tunekit.commands.merge", "fold a LoRA run into its base: tunekit merge RUN_DIR --output DIR"),

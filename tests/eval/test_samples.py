@@ -126,3 +126,27 @@ def test_eval_example_config_loads_with_paths_next_to_it():
     cfg = load_config(ROOT / "configs" / "eval_ner.yaml")
     assert cfg.eval.metrics == ["entity"] and cfg.eval.none_answer == "没有"
     assert load_eval_samples(cfg.eval.test_data, max_samples=1)[0].reference == ner_rows(1)[0]["answer"]
+
+
+class _Engine:
+    """Replies as the engine gives them for a reasoning model: text with <think>, split by the parser."""
+
+    def batch(self, conversations, params, batch_size=16):
+        from tunekit.infer.params import Reply
+        from tunekit.infer.parsers import DEFAULT_FAMILY
+
+        texts = ["<think>\nThe capital is Paris.\n</think>\n\nParis", "Paris"]
+        return [Reply(t, 5, 7, "stop", *_parsed(DEFAULT_FAMILY.parse(t))) for t in texts[: len(conversations)]]
+
+
+def _parsed(parsed):
+    return parsed.content, parsed.reasoning
+
+
+def test_exact_match_scores_the_answer_without_its_reasoning(tmp_path):
+    rows = [{"instruction": "Capital of France?", "output": "Paris"}, {"instruction": "Again?", "output": "Paris"}]
+    task = load_task(write(tmp_path / "qa.jsonl", rows), EvalConfig(metrics=["exact_match"]))
+    result = task.run(_Engine(), "reasoner", progress=False)
+    assert [r["prediction"] for r in result.rows] == ["Paris", "Paris"]
+    assert [r["scores"]["exact_match"] for r in result.rows] == [1.0, 1.0]
+    assert result.rows[0]["reasoning"] == "The capital is Paris." and "reasoning" not in result.rows[1]

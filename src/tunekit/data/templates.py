@@ -1,7 +1,11 @@
 """Chat templates: render a Conversation into token ids and the loss mask, in one place.
 
 The template is Jinja, as in `tokenizer.chat_template`: the tokenizer's own by default, a
-built-in (assets/templates/NAME.jinja) for models whose tokenizer lacks one, or a file.
+built-in (assets/templates/NAME.jinja, `tunekit templates` lists them) for models whose tokenizer
+lacks one, or a file. The built-ins for current families (qwen2.5, qwen3, llama3.1, glm4,
+deepseek_r1, deepseek_v3, mistral_small3, gemma) render as the models' own templates do
+(tests/unit/test_builtin_templates.py); those that print a date take it from the `date_string`
+option, never the clock, so a training text is the same every day.
 Messages go to it as `apply_chat_template` gives them: structured `tool_calls`,
 `reasoning_content`, tool results, `tools` definitions, and template switches such as
 `enable_thinking` (`options`).
@@ -53,10 +57,28 @@ IGNORE_INDEX = -100
 _SENTINEL = "\u2063answer\u2063"  # an invisible separator no real answer contains
 THINK_BLOCK = "<think>\n{}\n</think>\n\n"  # reasoning written back where a template drops it
 
-# Special tokens the built-in templates need; added to a tokenizer that lacks them.
+# Tokens the built-in templates write, as real vocabularies hold them: added (as special tokens) to a
+# tokenizer that lacks them. Templates that write bos_token / eos_token use the tokenizer's own.
+CHATML = ["<|im_start|>", "<|im_end|>"]
+DEEPSEEK_TOOLS = ["<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+                  "<｜tool▁sep｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>",
+                  "<｜tool▁output▁end｜>"]
+DEEPSEEK = ["<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", *DEEPSEEK_TOOLS]
+THINK = ["<think>", "</think>"]
 BUILTIN_SPECIAL_TOKENS = {
-    "chatml": ["<|im_start|>", "<|im_end|>"],
+    "chatml": CHATML,
+    "qwen2.5": [*CHATML, "<tool_call>", "</tool_call>"],
+    "qwen3": [*CHATML, "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", *THINK],
     "llama3": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    "llama3.1": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    "glm4": ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", *THINK, "<tool_call>",
+             "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<tool_response>",
+             "</tool_response>"],
+    "deepseek_r1": [*DEEPSEEK, *THINK],
+    "deepseek_v3": DEEPSEEK,
+    "mistral_small3": ["[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]",
+                       "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"],
+    "gemma": ["<start_of_turn>", "<end_of_turn>"],
     "chatglm3": ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"],
     "baichuan2": ["<reserved_106>", "<reserved_107>"],
     "chatglm2": [],

@@ -186,9 +186,13 @@ def generate(engine, conversations: list[list[dict]], cfg: EvalConfig, label: st
 
 
 def _generation_row(sample: EvalSample, reply) -> dict:
+    """A prediction is the answer the model gave: a reasoning model's <think> part (split off by the
+    template's parser, also when the prompt opened it) is kept apart as `reasoning`, never scored."""
     row = {"source": sample.source, "prompt": sample.prompt, "reference": sample.reference,
-           "prediction": reply.text, "scores": None, "finish_reason": reply.finish_reason,
-           "completion_tokens": reply.completion_tokens}
+           "prediction": reply.text if reply.reasoning is None else reply.content or "", "scores": None,
+           "finish_reason": reply.finish_reason, "completion_tokens": reply.completion_tokens}
+    if reply.reasoning is not None:
+        row["reasoning"] = reply.reasoning
     if len(sample.messages) > 1:
         row["messages"] = sample.messages
     return row
