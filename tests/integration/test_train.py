@@ -169,3 +169,27 @@ def test_train_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert main(["train", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_the_trainer_projects_only_trained_positions_with_the_same_loss(tiny_model_dir, tmp_path, cache_dir):
+    """build_trainer's Trainer asks a transformers model for logits at trained positions only; the
+    loss of a batch is the one the model gives with every position projected."""
+    from tunekit.data.pipeline import prepare_data
+    from tunekit.data.templates import load_template
+    from tunekit.model.load import load_tokenizer
+    from tunekit.train.run import build_model, build_trainer
+
+    cfg = make_config(tiny_model_dir, tmp_path / "run", cache_dir, method={"name": "lora", "lora_r": 4})
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg, tokenizer, load_template(tokenizer, cfg.model.template))
+    trainer, _ = build_trainer(cfg, build_model(cfg, tokenizer), tokenizer, data, tmp_path / "run")
+    batch = trainer.data_collator([data.train[i] for i in range(8)])
+    trained = int((batch["labels"][:, 1:] != -100).sum())
+
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+        everywhere = trainer.model(**batch)
+
+    assert trainer.logits_at_trained_positions
+    assert outputs.logits.shape[0] == trained < everywhere.logits.shape[:2].numel()
+    assert torch.allclose(loss, everywhere.loss, rtol=1e-6, atol=1e-6)

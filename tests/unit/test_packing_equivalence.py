@@ -12,7 +12,13 @@ import torch
 import transformers
 from peft import LoraConfig, get_peft_model
 
-from tunekit.data.collate import PackedCollator, PaddingCollator, supports_packing
+from tunekit.data.collate import (
+    PackedCollator,
+    PaddingCollator,
+    masks_logits,
+    trained_logits_only,
+    supports_packing,
+)
 
 TINY = dict(
     vocab_size=128,
@@ -145,7 +151,11 @@ def accumulated_gradients(model, collator, samples: list[dict], micro_batch_size
 
 
 @pytest.mark.parametrize(
-    "collator", [PaddingCollator(PAD_ID), PackedCollator()], ids=["padded", "packed"]
+    "collator",
+    [PaddingCollator(PAD_ID), PackedCollator(),
+     lambda samples: trained_logits_only(PaddingCollator(PAD_ID)(samples)),
+     lambda samples: trained_logits_only(PackedCollator(bounded_rows=True)(samples))],
+    ids=["padded", "packed", "padded-trained-logits-only", "bounded-rows-trained-logits-only"],
 )
 def test_accumulating_eight_micro_batches_equals_one_batch(model, collator):
     samples = make_samples([9, 4, 14, 6, 11, 5, 16, 8], seed=4)
@@ -164,6 +174,29 @@ def test_accumulating_eight_micro_batches_equals_one_batch(model, collator):
     for name, gradient in reference.items():
         assert torch.allclose(accumulated[name], gradient, rtol=1e-4, atol=1e-7), name
         assert torch.allclose(whole[name], gradient, rtol=1e-4, atol=1e-7), name
+
+
+def test_trained_logits_only_projects_trained_positions_and_keeps_the_loss(model):
+    samples = make_samples([7, 4, 12, 9], seed=5)
+    expected = separate_mean_loss(model, samples)
+    batch = trained_logits_only(PaddingCollator(PAD_ID)(samples))
+    trained = sum(sum(label != -100 for label in sample["labels"][1:]) for sample in samples)
+
+    with torch.no_grad():
+        out = model(**batch)
+
+    assert masks_logits(model)
+    assert out.logits.shape == (trained, TINY["vocab_size"])  # one row of logits per trained token
+    assert torch.allclose(out.loss, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_trained_logits_only_is_not_used_with_virtual_tokens():
+    from peft import PromptTuningConfig
+
+    prompt_tuned = get_peft_model(build_model("qwen2", "sdpa"), PromptTuningConfig(task_type="CAUSAL_LM",
+                                                                                   num_virtual_tokens=4))
+    lora = get_peft_model(build_model("qwen2", "sdpa"), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert not masks_logits(prompt_tuned) and masks_logits(lora)
 
 
 def test_supports_packing_for_native_attention(model):
@@ -196,4 +229,4 @@ def test_supports_packing_refuses_models_outside_transformers():
     torch.manual_seed(0)
     model = RemoteCodeStyleModel(transformers.Qwen2Config(**TINY))
 
-    assert not supports_packing(model)
+    assert not supports_packing(model) and not masks_logits(model)

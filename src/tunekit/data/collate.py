@@ -18,6 +18,16 @@ batch would cost more attention than padding does, while rows as wide as the lon
 sample cost no more per row than pad-to-longest and there are fewer of them.
 `collator_for(model, packing, pad_token_id)` picks the collator for a model.
 
+`trained_logits_only(batch)` adds, at forward time (train/trainer.py), `logits_to_keep`, a
+boolean mask of the positions whose next label is trained, and `shift_labels`, those labels.
+transformers 5.x models that slice hidden states with `slice_logits_to_keep` then project
+onto the vocabulary only there (prompt, history and pad positions never reach the LM head
+or the softmax), and their loss function takes the targets as given; the loss and the
+gradients are the same. With a 49k-250k vocabulary the head is a fifth of the model's
+compute and its fp32 logits the largest tensor of a step. It is added to the batch the
+model gets, not by the collator: accelerate slices a dispatched batch along its first
+dimension, which the flat `shift_labels` does not have.
+
 When packing is safe (transformers 5.x, read in masking_utils.py and
 modeling_flash_attention_utils.py):
 
@@ -41,6 +51,7 @@ modeling_flash_attention_utils.py):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -128,6 +139,14 @@ class PackedCollator:
         return batch
 
 
+def trained_logits_only(batch: dict) -> dict:
+    """The batch asking the model for logits at trained positions only (see above)."""
+    labels = batch["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t is trained to predict label t+1
+    return dict(batch, logits_to_keep=keep, shift_labels=labels[:, 1:][keep[:, :-1]])
+
+
 def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
     """Sample indices per row: first fit, longest first, no row longer than `width` tokens."""
     rows: list[list[int]] = []
@@ -193,6 +212,18 @@ def collator_for(model, packing: bool, pad_token_id: int):
     if attention_implementation(model).startswith("flash_attention"):
         return PackedCollator(return_flash_kwargs=True)
     return PackedCollator(bounded_rows=True)
+
+
+def masks_logits(model) -> bool:
+    """True when `model` takes a boolean `logits_to_keep` and `shift_labels` (trained_logits_only):
+    a transformers model whose forward slices with `slice_logits_to_keep`, with no virtual
+    tokens in front of the input (prompt-tuning methods lengthen the sequence)."""
+    if getattr(getattr(model, "peft_config", {}).get("default"), "is_prompt_learning", False):
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    module = sys.modules.get(type(base).__module__)
+    native = type(base).__module__.startswith(TRANSFORMERS_MODEL_MODULE)
+    return native and module is not None and hasattr(module, "slice_logits_to_keep")
 
 
 def attention_implementation(model) -> str:

@@ -143,7 +143,7 @@ def use_packing(cfg: Config, model) -> bool:
 
 
 def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
-    from transformers import Trainer
+    from tunekit.train.trainer import TunekitTrainer
 
     packing = use_packing(cfg, model)
     collator = collator_for(model, packing, tokenizer.pad_token_id)
@@ -151,9 +151,9 @@ def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
     args = training_arguments(cfg, run_dir, data.eval is not None)
     callbacks = [MetricsLog(run_dir), guard, CheckpointMarker(run_dir / CHECKPOINTS, cfg.train.save_total_limit)]
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      data_collator=collator, callbacks=callbacks,
-                      optimizer_cls_and_kwargs=loraplus_optimizer(cfg.method, args))
+    trainer = TunekitTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                             data_collator=collator, callbacks=callbacks,
+                             optimizer_cls_and_kwargs=loraplus_optimizer(cfg.method, args))
     if cfg.eval.during_training and data.eval is not None:
         from tunekit.train.eval_callback import GenerationMetrics
 
