@@ -14,6 +14,7 @@ import json
 
 import pytest
 from test_templates import labelled_runs
+from test_tools_reasoning import expected_glm_samples
 
 from helpers import ASSETS, SHARED, fixed_clock, render_template
 from tokenizers_util import build_tokenizer
@@ -201,6 +202,20 @@ def test_ids_and_labels_equal_the_real_template_s(ours, real, kinds, options):
         assert all(any(label != -100 for label in labels) for _, labels in mine_ids)
 
 
+@pytest.mark.parametrize("kind", ["system_multi", "tool", "two_calls", "reasoning", "tool_reasoning", "two_answers"])
+def test_glm4_ids_are_apply_chat_template_s_with_each_answer_and_its_next_role_tag_trained(kind):
+    """GLM closes no turn: ids equal the built-in's apply_chat_template (the closing tag appended where a
+    sample ends on an answer), labels each answer plus the one role tag after it, prompts exactly."""
+    tok = build_tokenizer(BUILTIN_SPECIAL_TOKENS["glm4"], eos="</s>", chat_template=builtin_source("glm4"))
+    template = load_template(tok, "glm4")
+    assert tok.convert_ids_to_tokens(template.stop_token_ids) == ["<|user|>", "<|observation|>", "</s>"]
+    conv = CONVERSATIONS[kind]
+    samples = template.encode_samples(Conversation(conv, tools=TOOLS))
+    assert [(enc.input_ids, enc.labels) for enc in samples] == expected_glm_samples(tok, conv, TOOLS)
+    assert template.encode_prompt(conv[:-1], tools=TOOLS) == tok.apply_chat_template(
+        conv[:-1], tools=TOOLS, add_generation_prompt=True, tokenize=True)["input_ids"]
+
+
 # -- no real template here: the official output, written out ----------------------------------------
 QWEN25_DEFAULT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 QWEN25_TOOLS = (
@@ -261,9 +276,10 @@ def test_deepseek_v3_is_r1_without_reasoning():
 
 
 # -- every built-in on a tokenizer that lacks its tokens --------------------------------------------
-NEW = {"qwen2.5": "<|im_end|>", "qwen3": "<|im_end|>", "llama3.1": "<|eot_id|>", "glm4": "</s>",
+NEW = {"qwen2.5": "<|im_end|>", "qwen3": "<|im_end|>", "llama3.1": "<|eot_id|>", "glm4": "<|user|>",
        "deepseek_r1": "<｜end▁of▁sentence｜>", "deepseek_v3": "<｜end▁of▁sentence｜>", "mistral_small3": "</s>",
        "gemma": "<end_of_turn>"}
+AFTER_CALLS = {"glm4": "<|observation|>"}  # GLM ends a turn with the next role tag: a tool result's after calls
 
 
 @pytest.mark.parametrize("name", sorted(NEW))
@@ -279,10 +295,11 @@ def test_new_builtins_add_their_tokens_and_train_answers_calls_and_end_of_turn(n
         answers = [m for m in conv.messages if m["role"] == "assistant"]
         assert len(runs) == len(answers)
         for run, message in zip(runs, answers):
-            assert run.endswith(NEW[name]), run
+            end = AFTER_CALLS.get(name, NEW[name]) if message.get("tool_calls") else NEW[name]
+            assert run.endswith(end), run
             assert message["content"] in run
             if message.get("tool_calls"):
-                assert template.family.parse(run.removesuffix(NEW[name])).tool_calls[0]["function"] == \
+                assert template.family.parse(run.removesuffix(end)).tool_calls[0]["function"] == \
                     message["tool_calls"][0]["function"]
         assert not any("21" in run and "temp" in run for run in runs)  # tool results are not trained
 
@@ -302,7 +319,10 @@ def test_templates_command_lists_each_builtin_with_its_formats(capsys):
     expected = {"qwen3": ("<|im_end|>", "hermes", "<think>; stripped from history; enable_thinking"),
                 "qwen2.5": ("<|im_end|>", "hermes", "-"),
                 "llama3.1": ("<|eot_id|>", "llama3", "-"),
-                "glm4": ("eos", "glm", "<think>; stripped from history; enable_thinking"),
+                "glm4": ("next role tag: <|user|> or <|observation|>", "glm",
+                         "<think>; stripped from history; enable_thinking"),
+                "chatglm3": ("next role tag: <|user|> or <|observation|>", "hermes (as text)", "-"),
+                "baichuan2": ("eos", "hermes (as text)", "-"),
                 "deepseek_r1": ("<｜end▁of▁sentence｜>", "deepseek", "<think>, opened by the prompt; stripped from history"),
                 "mistral_small3": ("eos", "mistral", "-"),
                 "gemma": ("<end_of_turn>", "hermes (as text)", "-")}

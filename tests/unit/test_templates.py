@@ -27,9 +27,10 @@ TOKENS = {
     "deepseek_r1": (["<｜User｜>", "<｜Assistant｜>"], "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
                     "<｜end▁of▁sentence｜>"),
     # Current models with no real tokenizer here: a tokenizer carrying their special tokens.
-    # GLM-4.6 writes no end-of-turn token (the next role tag ends a turn): eos is inserted.
+    # GLM-4.6 writes no end-of-turn token: the next role tag ends a turn, <|user|> after an answer (the
+    # one appended where a sample ends on it); no eos is inserted.
     "glm4_6": (["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<think>",
-                "</think>"], None, "<|endoftext|>", "<|endoftext|>"),
+                "</think>"], None, "<|endoftext|>", "<|user|>"),
     "mistral_small_3_1": (["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CALLS]",
                            "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"],
                           "<s>", "</s>", "</s>"),
@@ -110,7 +111,54 @@ def test_prompt_for_generation_matches_training_prefix(name):
     full = template.encode(Conversation(messages)).input_ids
     prompt = template.encode_prompt(messages[:3])
     assert full[: len(prompt)] == prompt
-    assert template.stop_token_ids[-1] in full
+    assert template.stop_token_ids[0] in full  # the end of turn it trains (eos too, for GLM, is only a stop)
+
+
+# Turns ended by the next role tag, as GLM's, under other names: told apart by the template's structure.
+ROLE_TAGGED = ("{%- set tag = {'system': '<|sys|>', 'user': '<|human|>', 'assistant': '<|bot|>', 'tool': '<|result|>'} -%}"
+               "{%- for m in messages -%}{{- tag[m['role']] + '\n' + m['content'] -}}{%- endfor -%}"
+               "{%- if add_generation_prompt -%}{{- '<|bot|>\n' -}}{%- endif -%}")
+TAGS = ["<|sys|>", "<|human|>", "<|bot|>", "<|result|>"]
+
+
+def test_a_template_whose_turns_end_at_the_next_role_tag_trains_that_tag_and_stops_on_it():
+    tok = build_tokenizer(TAGS, eos="</s>", chat_template=ROLE_TAGGED)
+    template = ChatTemplate(tok, ROLE_TAGGED, "custom")
+    assert template.turn_tags == {"user": "<|human|>", "tool": "<|result|>"} and template.eot_text == "<|human|>"
+    assert tok.convert_ids_to_tokens(template.stop_token_ids) == ["<|human|>", "<|result|>", "</s>"]
+    reloaded = ChatTemplate(tok, ROLE_TAGGED, "run", eot_text="<|human|>")  # as a run directory records it
+    assert reloaded.turn_tags == template.turn_tags and reloaded.stop_token_ids == template.stop_token_ids
+    tag = tok.convert_tokens_to_ids
+    messages = CONVERSATIONS["multi"]
+    enc = template.encode(Conversation(messages))
+    assert enc.input_ids == tok.apply_chat_template(messages, tokenize=True)["input_ids"] + [tag("<|human|>")]
+    assert [tok.decode(r) for r in labelled_runs(enc.input_ids, enc.labels)] == [A1 + "<|human|>", A2 + "<|human|>"]
+    assert template.encode_prompt(messages[:3]) == tok.apply_chat_template(messages[:3], add_generation_prompt=True,
+                                                                           tokenize=True)["input_ids"]
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    tools = [{"role": "user", "content": U1}, {"role": "assistant", "content": "", "tool_calls": [call]},
+              {"role": "tool", "content": "21"}, {"role": "assistant", "content": A1}]
+    enc = template.encode(Conversation(tools))
+    runs = [tok.decode(r) for r in labelled_runs(enc.input_ids, enc.labels)]
+    assert runs[0].endswith("</tool_call><|result|>") and runs[1] == A1 + "<|human|>"
+    call_only = template.encode(Conversation(tools[:2]))  # a sample ending on the call: its tag appended
+    assert call_only.input_ids[-1] == tag("<|result|>")
+    assert [tok.decode(r) for r in labelled_runs(call_only.input_ids, call_only.labels)] == runs[:1]
+
+
+def test_baichuan_and_runs_trained_with_inserted_eos_keep_eos():
+    """Baichuan's turns look alike (<reserved_106> opens the next question) but it writes no tool turn and
+    its models are trained to stop on eos; a GLM run trained before the role tags recorded <|endoftext|>
+    as its end of turn, and is asked as it was trained."""
+    tok, baichuan = make_template("baichuan")
+    assert baichuan.turn_tags == {} and baichuan.eot_text == "</s>"
+    glm_source = (SHARED / "glm4_6.jinja").read_text()
+    tok = build_tokenizer(TOKENS["glm4_6"][0], eos="<|endoftext|>", chat_template=glm_source)
+    old_run = ChatTemplate(tok, glm_source, "run", eot_text="<|endoftext|>")
+    assert old_run.turn_tags == {} and tok.convert_ids_to_tokens(old_run.stop_token_ids) == ["<|endoftext|>"]
+    enc = old_run.encode(Conversation(CONVERSATIONS["multi"]))
+    assert [tok.decode(r)[-len("<|endoftext|>"):] for r in labelled_runs(enc.input_ids, enc.labels)] == \
+        ["<|endoftext|>"] * 2
 
 
 def test_train_on_prompt_and_mask_history():
@@ -157,7 +205,7 @@ def test_template_that_drops_reasoning_gets_it_written_back():
 
 
 @pytest.mark.parametrize("name,eot", [("chatml", "<|im_end|>"), ("llama3", "<|eot_id|>"), ("alpaca", "</s>"),
-                                      ("chatglm2", "</s>"), ("chatglm3", "</s>"), ("baichuan2", "</s>"),
+                                      ("chatglm2", "</s>"), ("chatglm3", "<|user|>"), ("baichuan2", "</s>"),
                                       ("plain", "</s>")])
 def test_builtin_templates_add_their_tokens_and_mask_answers(name, eot):
     tok = build_tokenizer([], bos="<s>", eos="</s>")

@@ -9,13 +9,13 @@ ones that carry each template's special tokens.
 import json
 
 import pytest
-from test_templates import SHARED, labelled_runs, strip_inserted
+from test_templates import SHARED, labelled_runs
 
 from tokenizers_util import build_tokenizer
 from tunekit.data.formats import load_one
 from tunekit.config import DatasetSpec
 from tunekit.data.records import Conversation
-from tunekit.data.templates import IGNORE_INDEX, ChatTemplate
+from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, builtin_source
 
 CHATML = ["<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>",
           "<tool_response>", "</tool_response>"]
@@ -40,10 +40,10 @@ TEMPLATES = {
     "mistral_tools": (MISTRAL, "<s>", "</s>", " </s>", "mistral"),
     "mistral_small_3_1": (MISTRAL, "<s>", "</s>", "</s>", "mistral"),
 }
-# GLM-4 closes no turn (the model stops at the next <|user|> / <|observation|>): eos is inserted
-# after each answer, in training and in prompts alike, so its ids differ from apply_chat_template
-# by those tokens only (test_glm_differs_only_by_inserted_end_of_turn).
-GLM4 = (GLM, None, "<|endoftext|>", "<|endoftext|>", "glm")
+# GLM-4 closes no turn: the model ends an answer by emitting the next role tag, <|user|> after an
+# answer, <|observation|> after a call (GLM-4.6's generation_config stops on both and on eos).
+# Its ids are apply_chat_template's, with that tag appended where a sample ends on an answer.
+GLM4 = (GLM, None, "<|endoftext|>", "<|user|>", "glm")
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
@@ -64,7 +64,7 @@ REASONING_CONV = [
 
 
 def make(name, **options):
-    special, bos, eos, _, _ = GLM4 if name == "glm4_6" else TEMPLATES[name]
+    special, bos, eos, _, _ = TEMPLATES[name]
     source = (SHARED / f"{name}.jinja").read_text()
     tok = build_tokenizer(special, bos=bos, eos=eos, chat_template=source)
     return tok, ChatTemplate(tok, source, name, options=options)
@@ -150,24 +150,127 @@ def test_multi_turn_reasoning_trains_each_turn_with_its_reasoning(name):
         assert run.index(message["reasoning_content"]) < run.index(message["content"])
 
 
-@pytest.mark.parametrize("conv", [TOOL_CONV, REASONING_CONV], ids=["tools", "reasoning"])
-def test_glm_differs_only_by_inserted_end_of_turn(conv):
-    tok, template = make("glm4_6")
+TOOL_REASONING_CONV = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {"role": "assistant", "content": "", "reasoning_content": "I need the weather tool.", "tool_calls": [CALL]},
+    {"role": "tool", "content": '{"temp": 21}', "tool_call_id": "call00001"},
+    {"role": "assistant", "content": "It is 21 degrees in Paris.", "reasoning_content": "21 is warm."},
+    {"role": "user", "content": "你好，北京是哪里？"},
+    {"role": "assistant", "content": "北京是中国的首都。", "reasoning_content": "北京是首都。"},
+]
+def glm(name):
+    """GLM-4.6's own template (glm4_6) or tunekit's built-in (glm4), on a tokenizer with GLM's tokens."""
+    special, bos, eos, _, _ = GLM4
+    source = builtin_source("glm4") if name == "glm4" else (SHARED / f"{name}.jinja").read_text()
+    tok = build_tokenizer(special, bos=bos, eos=eos, chat_template=source)
+    return tok, ChatTemplate(tok, source, name)
+
+
+def expected_glm_samples(tok, conv, tools):
+    """Ids and labels of a GLM conversation, from apply_chat_template alone: answer i, as the model writes
+    it, is render(conv[:i+1]) after render(conv[:i], generation prompt); a sample is the whole
+    conversation, training every answer whose own render starts it, plus one sample up to each answer
+    that the whole render writes otherwise (reasoning stripped once a later question follows). Labels
+    are those answer tokens and the one token after them: the next role tag, or, where the sample
+    ends, the tag appended (<|observation|> after calls, <|user|> after an answer)."""
+    def ids(messages, gen=False):
+        return tok.apply_chat_template(messages, tools=tools, add_generation_prompt=gen, tokenize=True)["input_ids"]
+
+    tag = {name: tok.convert_tokens_to_ids(name) for name in ("<|user|>", "<|observation|>")}
+    turns = [i for i, m in enumerate(conv) if m["role"] == "assistant"]
+    whole = ids(conv)
+    samples = [(i + 1, [i]) for i in turns if whole[: len(ids(conv[: i + 1]))] != ids(conv[: i + 1])]
+    samples.append((len(conv), [i for i in turns if all(i not in trained for _, trained in samples)]))
+    out = []
+    for end, trained in samples:
+        input_ids = ids(conv[:end])
+        if conv[end - 1]["role"] == "assistant":
+            input_ids.append(tag["<|observation|>" if conv[end - 1].get("tool_calls") else "<|user|>"])
+        labels = [-100] * len(input_ids)
+        for i in trained:
+            prompt, turn = ids(conv[:i], gen=True), ids(conv[: i + 1])
+            assert turn[: len(prompt)] == prompt and input_ids[: len(turn)] == turn
+            for k in range(len(prompt), len(turn) + 1):  # the answer and the one tag after it
+                labels[k] = input_ids[k]
+            assert input_ids[len(turn)] in tag.values()
+        out.append((input_ids, labels))
+    return out
+
+
+@pytest.mark.parametrize("source", ["glm4_6", "glm4"])
+@pytest.mark.parametrize("conv", [TOOL_CONV, REASONING_CONV, TOOL_REASONING_CONV], ids=["tools", "reasoning",
+                                                                                         "tool_reasoning"])
+def test_glm_ids_are_apply_chat_template_s_and_labels_each_answer_plus_the_next_role_tag(conv, source):
+    tok, template = glm(source)
     assert template.family.name == "glm" and template.native_tool_calls
+    assert template.turn_tags == {"user": "<|user|>", "tool": "<|observation|>"} and template.eot_text == GLM4[3]
     samples = template.encode_samples(Conversation(conv, tools=TOOLS))
+    assert [(enc.input_ids, enc.labels) for enc in samples] == expected_glm_samples(tok, conv, TOOLS)
     runs = [tok.decode(r) for enc in samples for r in labelled_runs(enc.input_ids, enc.labels)]
-    eot = tok("<|endoftext|>", add_special_tokens=False)["input_ids"]
-    for enc in samples:
-        end = len(conv) if enc is samples[-1] else 2  # the whole conversation, or up to the first answer
-        ref = tok.apply_chat_template(conv[:end], tools=TOOLS, tokenize=True)["input_ids"]
-        assert strip_inserted(enc.input_ids, ref, eot) >= 1
-    assert all(run.endswith("<|endoftext|>") for run in runs)
+    assert not any("<|endoftext|>" in tok.decode(enc.input_ids) for enc in samples)  # no eos inserted
     if conv is TOOL_CONV:
-        assert "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>" in runs[0]
-        assert template.family.parse(runs[0].removesuffix("<|endoftext|>")).tool_calls[0]["function"] == \
+        assert runs == ["\n<think></think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris"
+                        "</arg_value>\n</tool_call><|observation|>",
+                        "\n<think></think>\nIt is 21 degrees in Paris.<|user|>"]
+        assert template.family.parse(runs[0].removesuffix("<|observation|>")).tool_calls[0]["function"] == \
             CALL["function"]
-    else:
-        assert runs[-1] == "\n<think>北京是首都。</think>\n北京是中国的首都。<|endoftext|>"
+    elif conv is REASONING_CONV:
+        assert runs == ["\n<think>France's capital is Paris.</think>\nParis.<|user|>",
+                        "\n<think>北京是首都。</think>\n北京是中国的首都。<|user|>"]
+    else:  # each answer before the last question in a sample of its own, ending on the tag it emits
+        assert len(samples) == 3 and runs == [
+            "\n<think>I need the weather tool.</think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+            "<arg_value>Paris</arg_value>\n</tool_call><|observation|>",
+            "\n<think>21 is warm.</think>\nIt is 21 degrees in Paris.<|user|>",
+            "\n<think>北京是首都。</think>\n北京是中国的首都。<|user|>"]
+    for k in [k for k, m in enumerate(conv) if m["role"] != "assistant"]:  # prompts at inference: exactly
+        assert template.encode_prompt(conv[: k + 1], tools=TOOLS) == tok.apply_chat_template(
+            conv[: k + 1], tools=TOOLS, add_generation_prompt=True, tokenize=True)["input_ids"]
+
+
+def test_glm_engine_stops_at_the_role_tag_hides_it_and_parses_the_call():
+    """The engine's own path (prompt, stop tokens, answer text, parser), a scripted backend for the model:
+    a reply stops at <|observation|> after a call and at <|user|> after an answer, and what follows the
+    tag is never generated, shown or parsed."""
+    from tunekit.infer.engine import BASE, Engine, _variant
+    from tunekit.infer.params import ChatOptions, GenerationParams
+
+    tok, template = glm("glm4_6")
+    variant = _variant(None, tok, None, None)
+    assert tok.convert_ids_to_tokens(variant.stop_token_ids) == ["<|user|>", "<|observation|>", "<|endoftext|>"]
+    assert variant.stop_token_ids == template.stop_token_ids
+
+    class Scripted:
+        context_length, batchable = 4096, False
+
+        def __init__(self, text):
+            self.script, self.prompts, self.fed = tok(text, add_special_tokens=False)["input_ids"], [], 0
+
+        def generate(self, prompt, params, stop_ids, adapter, on_token):
+            self.prompts.append(prompt)
+            for self.fed, token in enumerate(self.script, 1):
+                if not on_token(token) or token in stop_ids:
+                    break
+
+    call = ("\n<think>I need the weather tool.</think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+            "<arg_value>Paris</arg_value>\n</tool_call>")
+    backend = Scripted(call + "<|observation|>\n<tool_response>\nmade up\n</tool_response>")
+    with Engine(backend, tok, "glm", {BASE: variant}, BASE) as engine:
+        reply = engine.chat(TOOL_CONV[:1], GenerationParams(max_new_tokens=200), request=ChatOptions(tools=TOOLS))
+    assert backend.prompts == [tok.apply_chat_template(TOOL_CONV[:1], tools=TOOLS, add_generation_prompt=True,
+                                                       tokenize=True)["input_ids"]]
+    assert backend.fed == len(tok(call, add_special_tokens=False)["input_ids"]) + 1  # stopped at the tag
+    assert reply.finish_reason == "tool_calls" and reply.text == call
+    assert [c["function"] for c in reply.tool_calls] == [CALL["function"]]
+    assert reply.reasoning == "I need the weather tool."
+
+    backend = Scripted("\n<think></think>\nIt is 21 degrees in Paris.<|user|>\nAnd tomorrow?")
+    with Engine(backend, tok, "glm", {BASE: variant}, BASE) as engine:
+        reply = engine.chat(TOOL_CONV[:3], GenerationParams(max_new_tokens=200), request=ChatOptions(tools=TOOLS))
+    assert backend.prompts == [tok.apply_chat_template(TOOL_CONV[:3], tools=TOOLS, add_generation_prompt=True,
+                                                       tokenize=True)["input_ids"]]
+    assert reply.finish_reason == "stop" and reply.content == "It is 21 degrees in Paris." and not reply.tool_calls
+    assert "<|user|>" not in reply.text and "tomorrow" not in reply.text
 
 
 def test_enable_thinking_switch_reaches_the_template_and_the_prompt():

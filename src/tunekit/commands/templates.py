@@ -46,6 +46,8 @@ def describe(name: str) -> tuple[str, str, str, str, str]:
 
     template = load_template(standin_tokenizer(), name)
     eot = template.eot_text.strip()
+    if template.turn_tags:  # no token of its own: the tag of the next turn, which the model emits
+        eot = "next role tag: " + " or ".join(tag.strip() for tag in template.turn_tags.values())
     tools = template.family.name if template.native_tool_calls else f"{template.family.name} (as text)"
     return name, "eos" if eot == "<eos>" else eot, tools, reasoning_format(template), \
         " ".join(BUILTIN_SPECIAL_TOKENS[name])

@@ -31,10 +31,22 @@ ending on an answer, up to the first special token (e.g. `<|im_end|>`, `<|eot_id
 there, not before the next question, because a default system block (Qwen2.5, Llama 3.1+)
 puts the same token in front of every first question; else the text before the next
 question when its special token is not part of the user header; otherwise the tokenizer's
-eos token (alpaca, chatglm, baichuan). A base tokenizer's eos never replaces it. Where the template leaves it out (many inference templates do not close the
-last turn, and eos-style templates never write eos), it is inserted, so the model learns to
-stop; the engine renders prompts with the same function, so history looks the same at
-inference as in training. Its token ids are the engine's stop tokens.
+eos token (alpaca, chatglm, baichuan). A base tokenizer's eos never replaces it. Where the
+template leaves it out (many inference templates do not close the last turn, and eos-style
+templates never write eos), it is inserted, so the model learns to stop; the engine renders
+prompts with the same function, so history looks the same at inference as in training. Its
+token ids are the engine's stop tokens.
+
+A template that closes no turn and opens every question and tool result with a special token
+(GLM-4's and ChatGLM3's `<|user|>`, `<|observation|>`) ends an answer with the next role tag:
+the model emits it, and GLM's generation config stops on it. Nothing is inserted there: after
+each answer the one tag that follows it in the render is trained (not the rest of that header),
+and where a sample ends on an answer the tag the model must emit is appended — the tool tag
+after calls (GLM stops a call with <|observation|>), the user tag otherwise. So ids are
+apply_chat_template's but for that appended tag, and a prompt is exactly its generation
+prompt; the stop tokens are those tags and eos. Baichuan looks alike but writes no tool turn,
+and its models stop on eos: it stays an eos template. A run trained when eos was inserted
+recorded eos as its end of turn, and keeps it.
 """
 
 from __future__ import annotations
@@ -166,7 +178,11 @@ class ChatTemplate:
         self.name = name
         self.options = dict(options or {})  # template switches for every render, e.g. enable_thinking
         self._special = _special_tokens(tokenizer)
+        # role -> the tag that opens a user / tool turn, for a template whose turns end at the next tag
+        self.turn_tags = self._find_turn_tags()
         self.eot_text = eot_text if eot_text is not None else self._find_eot_text()
+        if self.eot_text not in self.turn_tags.values():
+            self.turn_tags = {}  # a run's recorded end of turn that is no role tag: trained inserted, kept so
         self.family = family_for(source)
         self.call_arguments = self._tool_call_style()
         self.native_tool_calls = self.call_arguments is not None
@@ -243,11 +259,15 @@ class ChatTemplate:
             return None
         prompt, opened = found
         written = turn[len(prompt):]
-        eot = next((e for e in dict.fromkeys([self.eot_text, self.eot_text.strip()]) if e and e in written),
-                   self.eot_text)  # a template may write it without its leading space (mistral's tool calls)
-        cut = written.find(eot) if eot.strip() else -1
         message = messages[i]
+        # a template may write it without its leading space (mistral's tool calls); one whose turns end
+        # at the next role tag writes nothing: the answer ends where the template stops writing it
+        eot = "" if self.turn_tags else next(
+            (e for e in dict.fromkeys([self.eot_text, self.eot_text.strip()]) if e and e in written), self.eot_text)
+        cut = written.find(eot) if eot.strip() else -1
         end = len(prompt) + (cut if cut >= 0 else _answer_length(written, message_text(message)))
+        if self.turn_tags:
+            eot = self._next_tag(message, text, end, last)
         reasoning = (message.get("reasoning_content") or "").strip("\n")
         shown = written[: end - len(prompt)]
         names = [c["function"]["name"] for c in message.get("tool_calls") or []]
@@ -369,16 +389,59 @@ class ChatTemplate:
 
     @property
     def stop_token_ids(self) -> list[int]:
-        """The special token(s) closing an assistant turn: generation stops on any of them."""
-        ids = self.tokenizer(self.eot_text, add_special_tokens=False)["input_ids"]
-        special_ids = [i for i in ids if self.tokenizer.convert_ids_to_tokens(i) in self._special]
-        return special_ids or ids[-1:]
+        """The special token(s) closing an assistant turn: generation stops on any of them. For a
+        template whose turns end at the next role tag: those tags (user, tool) and eos."""
+        out = []
+        for text in dict.fromkeys([self.eot_text, *self.turn_tags.values()]):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            out += [i for i in ids if self.tokenizer.convert_ids_to_tokens(i) in self._special] or ids[-1:]
+        if self.turn_tags and self.tokenizer.eos_token_id is not None:
+            out.append(self.tokenizer.eos_token_id)
+        return list(dict.fromkeys(out))
+
+    def _next_tag(self, message: dict, text: str, end: int, last: bool) -> str:
+        """What ends an answer of a template whose turns end at the next role tag: the user or tool
+        tag the render writes next, or, when nothing follows, the one the model must emit there
+        (the tool tag after calls, as GLM stops a call with <|observation|>; else the user tag).
+        Empty when another kind of turn follows (a system message, a second answer): no stop to learn."""
+        if last:
+            return self.turn_tags["tool" if message.get("tool_calls") else "user"]
+        return next((tag for tag in self.turn_tags.values() if text.startswith(tag, end)), "")
 
     # -- end of turn -----------------------------------------------------------------------
+    def _find_turn_tags(self) -> dict[str, str]:
+        """{"user": tag, "tool": tag} for a template that closes no turn and opens every user and tool
+        turn with a special token (GLM's <|user|>, <|observation|>): the text after an answer up to that
+        token, when the next turn is a question, or a tool result. Empty for any other template; one that
+        writes no tool turn (baichuan) stays an eos template, as its models are trained."""
+        q1, a1 = "\u2063q1\u2063", "\u2063a1\u2063"
+        one_turn = [{"role": "user", "content": q1}, {"role": "assistant", "content": a1}]
+        following = {"user": {"role": "user", "content": "\u2063q2\u2063"},
+                     "tool": {"role": "tool", "content": "\u2063r1\u2063", "tool_call_id": "call00000"}}
+        closed = self.render(one_turn)
+        if _first_special(closed[closed.index(a1) + len(a1):], self._special) is not None:
+            return {}  # the template closes a turn itself
+        tags = {}
+        for role, turn in following.items():
+            try:
+                text = self.render(one_turn + [turn])
+            except Exception:  # the template's refusal, or a tool message it cannot take
+                return {}
+            after = text[text.index(a1) + len(a1):] if a1 in text else ""
+            first = _first_special(after, self._special)
+            if first is None or after[: first[0]].strip() or turn["content"] not in after[first[1]:]:
+                return {}
+            tags[role] = after[: first[1]]
+        user_alone = self.render([following["user"]])
+        if tags["user"].strip() not in user_alone[: user_alone.index(following["user"]["content"])]:
+            return {}  # a token written only between turns closes the answer; it opens no question
+        return tags
+
     def _find_eot_text(self) -> str:
         """The text closing an answer: up to the first special token after it, read first from a
         conversation that ends on the answer (what the template writes to close a turn), else from
-        one where a question follows, when that token does not open the question (GLM's role tags)."""
+        one where a question follows, when that token does not open the question; for a template
+        whose turns end at the next role tag, that tag of a question (GLM's <|user|>)."""
         q1, a1, q2 = "\u2063q1\u2063", "\u2063a1\u2063", "\u2063q2\u2063"
         one_turn = [{"role": "user", "content": q1}, {"role": "assistant", "content": a1}]
         closed = self.render(one_turn)
@@ -393,6 +456,8 @@ class ChatTemplate:
         first = _first_special(after, self._special)
         if first is not None and after[first[0]: first[1]] not in user_header:
             return after[: first[1]]
+        if self.turn_tags:
+            return self.turn_tags["user"]
         eos = self.tokenizer.eos_token
         if not eos:
             raise ConfigError(f"template '{self.name}' has no end-of-turn token and the tokenizer has no "
