@@ -1,6 +1,6 @@
 """Iteration-level batching for the hf backend: many requests share each forward pass.
 
-    scheduler = Scheduler(backend, BatchLimits(max_running=32, max_queued=256))
+    scheduler = Scheduler(backend, BatchLimits(max_running=32, max_queued=256), after_tokens=wake_readers)
     scheduler.submit(Sequence(prompt_ids, params, stop_ids, adapter, on_token, on_done, cancelled))
     scheduler.run(fn, *args)      # anything else that needs the model, between two steps
     scheduler.close()
@@ -10,7 +10,9 @@ sequences, admits waiting ones (their prompts prefilled together, left-padded), 
 one decoding step for every running group: the next token of every row in one forward pass
 over a shared, left-padded KV cache (transformers' DynamicCache). A newcomer's cache is
 padded to the group's width and concatenated; a finished row is cut out at once, and
-columns that only padding still uses are dropped.
+columns that only padding still uses are dropped. `after_tokens()` runs once after each
+prefill and each step, when every row has had its token: the engine wakes the readers then,
+once per step rather than once per token.
 
 Rows of one group may use different LoRA adapters (peft's `adapter_names`, one per row); a
 model whose adapters cannot be mixed that way keeps one group per adapter, stepped in turn.
@@ -102,9 +104,10 @@ class _Job:
 
 
 class Scheduler:
-    def __init__(self, backend, limits: BatchLimits = BatchLimits()):
+    def __init__(self, backend, limits: BatchLimits = BatchLimits(), after_tokens: Callable[[], None] = lambda: None):
         self.backend = backend
         self.limits = limits
+        self.after_tokens = after_tokens
         self.mixable = backend.adapters_mixable
         self._waiting: deque[Sequence] = deque()
         self._jobs: deque[_Job] = deque()
@@ -164,8 +167,10 @@ class Scheduler:
                 _run_job(job)
             self._drop_finished()
             self._admit()
+            self.after_tokens()
             for key in list(self._groups):
                 self._step(key)
+                self.after_tokens()
             self._running = sum(len(g.rows) for g in self._groups.values())
         self._shutdown()
 
@@ -339,12 +344,13 @@ def _select(group: Group, keep: list[int]) -> Group | None:
     """The group with only the rows at `keep`, and without columns that are padding in every row."""
     if not keep:
         return None
-    if len(keep) < len(group.rows):
-        index = torch.tensor(keep, device=group.mask.device)
-        group = Group([group.rows[i] for i in keep], group.cache, group.mask[index], group.next_ids[index],
-                      group.next_pos[index])
-        for layer in _layers(group.cache):
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
+    if len(keep) == len(group.rows):  # no row left: no column became all padding
+        return group
+    index = torch.tensor(keep, device=group.mask.device)
+    group = Group([group.rows[i] for i in keep], group.cache, group.mask[index], group.next_ids[index],
+                  group.next_pos[index])
+    for layer in _layers(group.cache):
+        layer.keys, layer.values = layer.keys[index], layer.values[index]
     first = int(group.mask.any(0).int().argmax())
     if first:
         group.mask = group.mask[:, first:]
