@@ -4,6 +4,7 @@
     .venv/bin/python bench/serve.py --quick       # 1 and 8 clients, short answers
     .venv/bin/python bench/serve.py --model DIR   # another model directory (e.g. on a GPU machine)
     .venv/bin/python bench/serve.py --model DIR --backend vllm --max-tokens 256   # GPU: vLLM's batching
+                                                  # (pip install 'tunekit[vllm]'; writes serve-vllm.{json,md})
 
 `make bench` runs it too (bench/run.py, last section; --no-serve skips it).
 
@@ -45,7 +46,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tunekit-bench-serve-") as folder:
         model = Path(args.model) if args.model else build_tiny_model(Path(folder))
         results = run(model, Path(folder), args.levels, args.max_tokens, args.rounds, args.backend)
-    save(results, load_before, started, "serve-quick" if args.quick else "serve")
+    name = "serve" + ("-vllm" if args.backend == "vllm" else "") + ("-quick" if args.quick else "")
+    save(results, load_before, started, name)
 
 
 def save(results: dict, load_before, started: float, name: str) -> None:

@@ -71,7 +71,7 @@ def test_20001_messages_are_refused_before_any_rendering(live, monkeypatch):
     assert response.status_code == 400
     assert "20001 messages; this server accepts at most 256" in response.json()["error"]["message"]
     assert not rendered
-    assert took < 5  # it took minutes when the prompt was rendered first
+    assert took < 1  # the bound; it took minutes when the prompt was rendered first
 
 
 def test_a_full_queue_answers_429_with_retry_after(live):

@@ -14,6 +14,11 @@ an answer ends.
   complete, so no increment ends in half a character;
 - special tokens are not shown, except `keep`: the tool-call / reasoning markers a parser
   reads (infer/parsers.py), which some tokenizers mark special (Mistral's [TOOL_CALLS]).
+
+Each token costs the same however long the answer is: only the last few tokens are decoded
+again (the way vLLM's detokenizer does: the text of a short window with and without the
+new tokens, the difference appended), and stop strings are looked for only near the end.
+A server answering many requests at once pays this per token of every answer.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ class Answer:
         self.text = ""  # the answer so far, as final as it can be
         self.shown = 0  # characters of self.text already handed out
         self.finish_reason: str | None = None
+        self._visible: list[int] = []  # self.ids without the hidden special tokens
+        self._settled = ""  # text of _visible[:_read], final (no half character at its end)
+        self._window = 0  # where the decoding window starts in _visible (a few tokens before _read)
+        self._read = 0  # _visible[:_read] is in _settled
 
     def push(self, token_id: int) -> str:
         """Take one generated token; return the newly showable text."""
@@ -44,8 +53,11 @@ class Answer:
             self.finish_reason = "stop"
             return self.flush()
         self.ids.append(token_id)
-        self.text = self.tokenizer.decode([i for i in self.ids if i not in self.hidden], skip_special_tokens=False)
-        if self._cut_at_stop_string():
+        searched = len(self._settled)
+        if token_id not in self.hidden:
+            self._visible.append(token_id)
+            self.text = self._decode_tail()
+        if self._cut_at_stop_string(searched):
             self.finish_reason = "stop"
             return self.flush()
         if self.completion_tokens >= self.max_new_tokens:
@@ -58,8 +70,25 @@ class Answer:
         self.text = self.text.rstrip(REPLACEMENT)
         return self._take(len(self.text))
 
-    def _cut_at_stop_string(self) -> bool:
-        hits = [self.text.find(s) for s in self.stop_strings]
+    def _decode_tail(self) -> str:
+        """The whole answer's text, decoding only the window of its last tokens."""
+        before = self._decode(self._window, self._read)
+        after = self._decode(self._window, len(self._visible))
+        if not after.startswith(before):  # a tokenizer whose decode is not prefix-stable: decode it all
+            return self._decode(0, len(self._visible))
+        if after.endswith(REPLACEMENT):  # a character still incomplete: keep the window open
+            return self._settled + after[len(before):]
+        self._settled += after[len(before):]
+        self._window, self._read = self._read, len(self._visible)
+        return self._settled
+
+    def _decode(self, start: int, end: int) -> str:
+        return self.tokenizer.decode(self._visible[start:end], skip_special_tokens=False) if end > start else ""
+
+    def _cut_at_stop_string(self, searched: int) -> bool:
+        """searched: characters of self.text already free of stop strings (all but their last few may
+        still start one)."""
+        hits = [self.text.find(s, max(0, searched - len(s) + 1)) for s in self.stop_strings]
         hits = [h for h in hits if h >= 0]
         if hits:
             self.text = self.text[: min(hits)]

@@ -1,6 +1,6 @@
 """Iteration-level batching for the hf backend: many requests share each forward pass.
 
-    scheduler = Scheduler(backend, BatchLimits(max_running=32, max_queued=256))
+    scheduler = Scheduler(backend, BatchLimits(max_running=32, max_queued=256), after_tokens=wake_readers)
     scheduler.submit(Sequence(prompt_ids, params, stop_ids, adapter, on_token, on_done, cancelled))
     scheduler.run(fn, *args)      # anything else that needs the model, between two steps
     scheduler.close()
@@ -10,7 +10,9 @@ sequences, admits waiting ones (their prompts prefilled together, left-padded), 
 one decoding step for every running group: the next token of every row in one forward pass
 over a shared, left-padded KV cache (transformers' DynamicCache). A newcomer's cache is
 padded to the group's width and concatenated; a finished row is cut out at once, and
-columns that only padding still uses are dropped.
+columns that only padding still uses are dropped. `after_tokens()` runs once after each
+prefill and each step, when every row has had its token: the engine wakes the readers then,
+once per step rather than once per token.
 
 Rows of one group may use different LoRA adapters (peft's `adapter_names`, one per row); a
 model whose adapters cannot be mixed that way keeps one group per adapter, stepped in turn.
@@ -102,9 +104,10 @@ class _Job:
 
 
 class Scheduler:
-    def __init__(self, backend, limits: BatchLimits = BatchLimits()):
+    def __init__(self, backend, limits: BatchLimits = BatchLimits(), after_tokens: Callable[[], None] = lambda: None):
         self.backend = backend
         self.limits = limits
+        self.after_tokens = after_tokens
         self.mixable = backend.adapters_mixable
         self._waiting: deque[Sequence] = deque()
         self._jobs: deque[_Job] = deque()
@@ -164,8 +167,10 @@ class Scheduler:
                 _run_job(job)
             self._drop_finished()
             self._admit()
+            self.after_tokens()
             for key in list(self._groups):
                 self._step(key)
+                self.after_tokens()
             self._running = sum(len(g.rows) for g in self._groups.values())
         self._shutdown()
 
@@ -290,15 +295,26 @@ def _generator(params: GenerationParams, device) -> torch.Generator | None:
 
 # -- sampling ---------------------------------------------------------------------------------
 def sample(logits: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
-    """The next token of every row: [rows, vocab] float logits -> [rows] ids."""
+    """The next token of every row: [rows, vocab] float logits -> [rows] ids. Greedy rows take the
+    argmax of the batch; the sampling rows are filtered together (temperature, top-k, top-p as
+    tensors of their settings), then each draws with its own seeded generator."""
     logits = logits.float()
     out = logits.argmax(-1)
-    for i, seq in enumerate(rows):
-        p = seq.params
-        if p.repetition_penalty == 1.0 and p.temperature == 0:
-            continue
-        row = _penalized(logits[i], seq.prompt + seq.answer, p.repetition_penalty)
-        out[i] = row.argmax() if p.temperature == 0 else _draw(row, p, seq.generator)
+    special = [i for i, seq in enumerate(rows) if seq.params.repetition_penalty != 1.0 or seq.params.temperature > 0]
+    if not special:
+        return out
+    chosen = logits[torch.tensor(special, device=logits.device)]
+    for k, i in enumerate(special):
+        chosen[k] = _penalized(chosen[k], rows[i].prompt + rows[i].answer, rows[i].params.repetition_penalty)
+    drawn = [k for k, i in enumerate(special) if rows[i].params.temperature > 0]
+    for k, i in enumerate(special):
+        if rows[i].params.temperature == 0:
+            out[i] = chosen[k].argmax()
+    if drawn:
+        probs = _probabilities(chosen[torch.tensor(drawn, device=logits.device)],
+                               [rows[special[k]].params for k in drawn])
+        for row_probs, k in zip(probs, drawn):
+            out[special[k]] = torch.multinomial(row_probs, 1, generator=rows[special[k]].generator)[0]
     return out
 
 
@@ -313,17 +329,22 @@ def _penalized(row: torch.Tensor, seen_ids: list[int], penalty: float) -> torch.
     return row
 
 
-def _draw(row: torch.Tensor, p: GenerationParams, generator: torch.Generator | None) -> torch.Tensor:
-    row = row / p.temperature
-    if p.top_k:
-        kth = torch.topk(row, min(p.top_k, row.numel())).values[-1]
-        row = row.masked_fill(row < kth, float("-inf"))
-    if p.top_p < 1.0:
-        ordered, order = row.sort(descending=True)
+def _probabilities(logits: torch.Tensor, params: list[GenerationParams]) -> torch.Tensor:
+    """[rows, vocab] logits -> probabilities after each row's temperature, top-k and top-p."""
+    column = lambda values: torch.tensor(values, dtype=logits.dtype, device=logits.device)[:, None]  # noqa: E731
+    logits = logits / column([p.temperature for p in params])
+    if any(p.top_k for p in params):
+        vocab = logits.shape[-1]
+        k = torch.tensor([min(p.top_k or vocab, vocab) for p in params], device=logits.device)
+        kth = logits.sort(-1, descending=True).values.gather(1, (k - 1)[:, None])
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if any(p.top_p < 1.0 for p in params):
+        ordered, order = logits.sort(-1, descending=True)
         probs = ordered.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= p.top_p  # tokens after the nucleus is full (the first always stays)
-        row = row.scatter(0, order[drop], float("-inf"))
-    return torch.multinomial(row.softmax(-1), 1, generator=generator)[0]
+        top_p = column([p.top_p if p.top_p < 1.0 else 2.0 for p in params])  # 2: the row keeps every token
+        drop = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is full (the first always stays)
+        logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+    return logits.softmax(-1)
 
 
 # -- cache surgery --------------------------------------------------------------------------
@@ -339,12 +360,13 @@ def _select(group: Group, keep: list[int]) -> Group | None:
     """The group with only the rows at `keep`, and without columns that are padding in every row."""
     if not keep:
         return None
-    if len(keep) < len(group.rows):
-        index = torch.tensor(keep, device=group.mask.device)
-        group = Group([group.rows[i] for i in keep], group.cache, group.mask[index], group.next_ids[index],
-                      group.next_pos[index])
-        for layer in _layers(group.cache):
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
+    if len(keep) == len(group.rows):  # no row left: no column became all padding
+        return group
+    index = torch.tensor(keep, device=group.mask.device)
+    group = Group([group.rows[i] for i in keep], group.cache, group.mask[index], group.next_ids[index],
+                  group.next_pos[index])
+    for layer in _layers(group.cache):
+        layer.keys, layer.values = layer.keys[index], layer.values[index]
     first = int(group.mask.any(0).int().argmax())
     if first:
         group.mask = group.mask[:, first:]

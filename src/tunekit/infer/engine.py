@@ -42,6 +42,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -98,7 +99,8 @@ class Engine:
         self.limits = limits or BatchLimits()
         self.finished_hooks: list = []  # each called with every Generation that ended (metrics)
         batches = self.limits.enabled and getattr(backend, "batchable", False)
-        self.scheduler = Scheduler(backend, self.limits) if batches else None
+        self._unwoken: list[Generation] = []  # given tokens this step, readers not yet told (model thread only)
+        self.scheduler = Scheduler(backend, self.limits, self._wake_readers) if batches else None
         if hasattr(backend, "submit"):  # a backend that batches by itself (vllm)
             backend.limits, self.scheduler = self.limits, backend
         self._worker = None if batches else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunekit-generate")
@@ -214,11 +216,14 @@ class Engine:
         """on_token(id) -> wants more, on_done(error or None): tokens into text into the generation."""
         answer = _answer(self.tokenizer, variant, params)
 
+        deferred = isinstance(self.scheduler, Scheduler)  # its after_tokens wakes the readers once per step
+
         def on_token(token: int) -> bool:
             if generation.cancelled:
                 return False
             generation.token_times.append(time.monotonic())
-            generation.put(answer.push(token))
+            if generation.put(answer.push(token), wake=not deferred):
+                self._unwoken.append(generation)
             return answer.finish_reason is None
 
         def on_done(exc: BaseException | None) -> None:
@@ -234,6 +239,10 @@ class Engine:
                 generation.fail(exc)
 
         return on_token, on_done
+
+    def _wake_readers(self) -> None:
+        wake_readers(self._unwoken)
+        self._unwoken.clear()
 
     def _generate(self, generation: Generation, prompt: list[int], params: GenerationParams,
                   variant: Variant, on_token, on_done) -> None:
@@ -279,6 +288,7 @@ class Generation(Iterator[str]):
         self._cancel = threading.Event()
         self._done = False
         self._wake = _nothing  # tells an async reader that something arrived
+        self._reader: tuple | None = None  # (event loop, its asyncio.Event) of an async reader
 
 
     def __next__(self) -> str:
@@ -295,6 +305,7 @@ class Generation(Iterator[str]):
         """Text increments as they come; those that arrived together are joined into one."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
+        self._reader = loop, ready
         self._wake = lambda: _call_soon(loop, ready.set)
         while not self._done:
             ready.clear()
@@ -328,10 +339,13 @@ class Generation(Iterator[str]):
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def put(self, text: str) -> None:
+    def put(self, text: str, wake: bool = True) -> bool:
+        """Queue text for the reader; wake=False leaves telling it to `wake_readers`. Whether text came."""
         if text:
             self._queue.put(text)
-            self._wake()
+            if wake:
+                self._wake()
+        return bool(text)
 
     def finish(self, reply: Reply) -> None:
         self.reply = reply
@@ -345,6 +359,24 @@ class Generation(Iterator[str]):
 
 def _nothing() -> None:
     pass
+
+
+def wake_readers(generations: list[Generation]) -> None:
+    """Tell the async readers of these generations that text came: one call into each event loop
+    for all of them (a call per token costs the model's thread a socket write and a GIL hand-off).
+    Readers that iterate (`next`) need no call: they wait on the queue itself."""
+    by_loop: dict = {}
+    for generation in generations:
+        if generation._reader is not None:
+            loop, ready = generation._reader
+            by_loop.setdefault(loop, set()).add(ready)
+    for loop, events in by_loop.items():
+        _call_soon(loop, partial(_set_all, events))
+
+
+def _set_all(events) -> None:
+    for event in events:
+        event.set()
 
 
 def _call_soon(loop, fn) -> None:

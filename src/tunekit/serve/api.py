@@ -25,13 +25,15 @@ status (401 key, 404 model or path, 400 JSON / parameters / prompt too long, 413
 large, 429 + Retry-After when the queue is full, 504 past the time limit), and the server
 keeps serving. Generations are batched by the engine (infer/batching.py); message count and
 size are checked before anything is rendered (serve/guard.py); a client that disconnects
-cancels its generation, streaming or not.
+cancels its generation, streaming or not. SIGTERM drains: no new connections, running
+answers finish (at most `drain_s`), requests still rendering get 503, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -40,7 +42,6 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from tunekit.errors import TunekitError
@@ -48,7 +49,8 @@ from tunekit.infer.engine import BASE, PromptTooLong
 from tunekit.data.records import tool_call
 from tunekit.infer.params import ChatOptions, GenerationParams, InvalidParams, check_params
 from tunekit.infer.parsers import NO_CALLS, Splitter
-from tunekit.serve.guard import TooBig, check_size, install_busy_handlers, reply_or_cancel
+from tunekit.serve.guard import (DrainingServer, TooBig, check_size, install_busy_handlers, reply_or_cancel,
+                                 start_or_refuse)
 from tunekit.serve.metrics import Metrics
 
 
@@ -337,7 +339,10 @@ def model_ids(engine, served_name: str) -> dict[str, str | None]:
 
 
 def build_app(engine, defaults: GenerationParams, api_key: str | None = None, model_name: str | None = None,
-              limits: Limits = Limits()) -> FastAPI:
+              limits: Limits = Limits(), draining: threading.Event | None = None) -> FastAPI:
+    """draining: set when the server starts shutting down (DrainingServer); requests not yet
+    handed to the engine are refused from then on."""
+    draining = draining or threading.Event()
     served = model_name or engine.name
     ids = model_ids(engine, served)
     created = int(time.time())
@@ -392,12 +397,11 @@ def build_app(engine, defaults: GenerationParams, api_key: str | None = None, mo
         adapter = adapter_for(body.model)
         messages, params, extra = to_messages(body), to_params(body, defaults, limits), to_options(body)
         cid = f"chatcmpl-{uuid.uuid4().hex}"
+        generation = await start_or_refuse(draining, engine.stream, messages, params, adapter, extra)
         if body.stream:
-            generation = await run_in_threadpool(engine.stream, messages, params, adapter, extra)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(events(generation, cid, body.model, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        generation = await run_in_threadpool(engine.stream, messages, params, adapter, extra)
         return completion(cid, body.model, await reply_or_cancel(generation, request))
 
     return app
@@ -435,7 +439,8 @@ def serve(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int
           model_name: str | None = None, limits: Limits = Limits()) -> None:
     import uvicorn
 
-    app = build_app(engine, defaults, api_key, model_name, limits)
+    draining = threading.Event()
+    app = build_app(engine, defaults, api_key, model_name, limits, draining)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without an API key: anyone who can reach it can use the model")
     models = ", ".join(model_ids(engine, model_name or engine.name))
@@ -445,4 +450,5 @@ def serve(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int
           f"{engine.limits.timeout_s:g} s per request, max_tokens <= {limits.max_tokens}, "
           f"{limits.max_messages} messages / {limits.max_chars} characters / {limits.max_request_bytes} bytes "
           f"per request, {limits.drain_s:g} s to drain on SIGTERM", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.drain_s)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.drain_s)
+    DrainingServer(config, draining).run()

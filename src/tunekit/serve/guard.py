@@ -6,13 +6,21 @@
 - `reply_or_cancel(generation, request)`: a non-streaming answer that is cancelled as soon as
   its client disconnects (streams cancel when their reader stops);
 - `install_busy_handlers(app, metrics)`: a full queue is 429 with Retry-After, a closing
-  engine 503, a request past its time limit 504.
+  engine 503, a request past its time limit 504;
+- `DrainingServer` and `start_or_refuse`: on SIGTERM (or Ctrl-C) uvicorn stops accepting
+  connections and lets running answers finish for `drain_s`; a request still rendering its
+  prompt is answered 503 at once and its render abandoned (a render runs in a daemon thread,
+  which neither the drain nor the interpreter's exit waits for), and the process exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -65,6 +73,78 @@ async def _drain(generation):
     async for _ in generation.text_async():
         pass
     return generation.reply
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, which says when shutdown began (`draining`) and exits normally after it:
+    uvicorn raises the signal again once drained, so SIGTERM would end the process with 143
+    and without closing the engine."""
+
+    def __init__(self, config: uvicorn.Config, draining: threading.Event):
+        super().__init__(config)
+        self.draining = draining
+
+    def handle_exit(self, sig, frame) -> None:
+        self.draining.set()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        saved = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+async def start_or_refuse(draining: threading.Event, fn, *args, poll_s: float = 0.1):
+    """fn(*args) (the engine's render and submit) in a daemon thread; Stopped when the server
+    starts shutting down first. A generation that starts for a request that stopped waiting
+    (shutdown, or the request itself cancelled) is cancelled."""
+    if draining.is_set():
+        raise Stopped("the server is shutting down: no new requests")
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    abandoned = threading.Event()
+
+    def work():
+        try:
+            outcome = fn(*args), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+            outcome = None, exc
+        try:
+            loop.call_soon_threadsafe(_settle, future, abandoned, *outcome)
+        except RuntimeError:  # the event loop is gone: nobody waits
+            if outcome[0] is not None:
+                outcome[0].close()
+
+    threading.Thread(target=work, name="tunekit-render", daemon=True).start()
+    try:
+        while not future.done():
+            await asyncio.wait({future}, timeout=poll_s)
+            if draining.is_set() and not future.done():
+                raise Stopped("the server is shutting down: this request had not started")
+    except BaseException:
+        abandoned.set()
+        if future.done() and not future.exception():
+            future.result().close()
+        raise
+    return future.result()
+
+
+def _settle(future: asyncio.Future, abandoned: threading.Event, result, error) -> None:
+    """On the event loop: hand the outcome to the waiting request, or cancel what nobody awaits."""
+    if abandoned.is_set():
+        if result is not None:
+            result.close()
+    elif error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 def error_body(message: str, kind: str, code: str) -> dict:

@@ -10,6 +10,7 @@ it from one thread only.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -104,10 +105,16 @@ class HFBackend:
                 kwargs["adapter_names"] = [a or BASE_ROW for a in adapters]
         else:
             context = nullcontext()
+        if input_ids.shape[1] == 1 and self._sdpa:
+            attention_mask = _one_query_mask(attention_mask)
         with context:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
         return out.logits[:, -1]
+
+    @cached_property
+    def _sdpa(self) -> bool:
+        return getattr(self.model.config, "_attn_implementation", None) == "sdpa"
 
     @torch.inference_mode()
     def generate(self, prompt_ids: list[int], params: GenerationParams, stop_ids: list[int], adapter: str | None,
@@ -152,6 +159,13 @@ class HFBackend:
             return self.model.disable_adapter()
         activate(self.model, adapter)
         return nullcontext()
+
+
+def _one_query_mask(mask: torch.Tensor) -> torch.Tensor | None:
+    """The 4D mask sdpa gets when each row feeds one token: it sees every real column of its row
+    (as transformers builds it, without rebuilding it through its mask functions at every step);
+    None where no row has padding, as transformers gives then."""
+    return None if bool(mask.all()) else mask.bool()[:, None, None, :]
 
 
 def _seed(params: GenerationParams) -> None:
