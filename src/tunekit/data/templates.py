@@ -99,6 +99,22 @@ BUILTIN_SPECIAL_TOKENS = {
 }
 
 
+_PROBE_TOOL = {"type": "function", "function": {"name": "probe", "description": "a probe",
+                                                "parameters": {"type": "object", "properties": {}}}}
+_HISTORY_PROBES = (  # conversations ending on a question: every answer is history (closes_history)
+    ([{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+      {"role": "user", "content": "q2"},
+      {"role": "assistant", "content": "", "tool_calls": [
+          {"type": "function", "id": "call00001", "function": {"name": "probe", "arguments": {}}}]},
+      {"role": "tool", "content": "r2", "tool_call_id": "call00001"},
+      {"role": "assistant", "content": "a2", "reasoning_content": "t2"},
+      {"role": "user", "content": "q3"}], [_PROBE_TOOL]),
+    ([{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+      {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"},
+      {"role": "user", "content": "q3"}], None),
+)
+
+
 class TemplateError(TunekitError):
     """A conversation the template cannot render or mask correctly."""
 
@@ -186,6 +202,7 @@ class ChatTemplate:
         self.family = family_for(source)
         self.call_arguments = self._tool_call_style()
         self.native_tool_calls = self.call_arguments is not None
+        self._closes_history: dict[str, bool] = {}  # per set of options, see closes_history
 
     # -- rendering -------------------------------------------------------------------------
     def render(self, messages: list[dict], add_generation_prompt: bool = False, tools=None,
@@ -223,7 +240,9 @@ class ChatTemplate:
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         trained = set(turns[-1:] if last_only else turns)
         full = self.render(messages, tools=tools, options=options)
-        placed = {i: self._place(messages, i, full, tools, options) for i in turns}
+        # an untrained earlier turn is placed only to insert an end-of-turn the template leaves out
+        needed = trained if last_only and self.closes_history(options) else turns
+        placed = {i: self._place(messages, i, full, tools, options) if i in needed else None for i in turns}
         samples = []
         for i in sorted(i for i in trained if placed[i] is None):
             text = self.render(messages[: i + 1], tools=tools, options=options)
@@ -235,6 +254,29 @@ class ChatTemplate:
         if any(a.trained for a in in_full):
             samples.append(self._assemble(full, in_full))
         return samples
+
+    def closes_history(self, options: dict | None = None) -> bool:
+        """True when the template closes every earlier answer itself, as training writes it (no
+        end-of-turn to insert), so a prompt needs only its last turn placed: building it is then
+        linear in the conversation's length, not quadratic. Probed once per set of options on a
+        conversation with a plain answer, a tool call and a reasoning answer (or, where the template
+        refuses tools, plain answers only)."""
+        key = json.dumps(options or {}, sort_keys=True)
+        if key not in self._closes_history:
+            verdicts = (self._probe_closes_history(probe, options) for probe in _HISTORY_PROBES)
+            self._closes_history[key] = next((v for v in verdicts if v is not None), False)
+        return self._closes_history[key]
+
+    def _probe_closes_history(self, probe: tuple[list[dict], list | None], options) -> bool | None:
+        """Whether no earlier answer of the probe needs an end-of-turn inserted; None: template refused it."""
+        messages, tools = self.prepare(probe[0]), normalize_tools(probe[1])
+        try:
+            full = self.render(messages, tools=tools, options=options)
+            answers = [self._place(messages, i, full, tools, options)
+                       for i, m in enumerate(messages) if m["role"] == "assistant"]
+        except TemplateError:
+            return None
+        return all(a is None or full.startswith(a.eot, a.end) for a in answers)
 
     def build_text(self, messages: list[dict], tools=None, source: str = "",
                    options: dict | None = None) -> Sample:
