@@ -214,16 +214,20 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     began, load_before = time.time(), os.getloadavg()
+
+    def report(rows: list[dict], partial: bool) -> None:
+        write_results({"machine": machine(), "num_proc": args.num_proc, "load_before": load_before,
+                       "load_after": os.getloadavg(), "bench_seconds": round(time.time() - began),
+                       "partial": partial, "rows": rows}, args.out + (".partial" if partial else ""))
+
     try:
-        rows = run(args)
+        rows = run(args, lambda rows: report(rows, partial=True))  # a long run stopped half-way keeps its rows
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
-    report = {"machine": machine(), "num_proc": args.num_proc, "load_before": load_before,
-              "load_after": os.getloadavg(), "bench_seconds": round(time.time() - began), "rows": rows}
-    write_results(report, args.out)
+    report(rows, partial=False)
 
 
-def run(args) -> list[dict]:
+def run(args, after_each) -> list[dict]:
     model = real_tokenizer_dir(args.work)
     pool = sentences(20_000)
     datasets = [(f"csv {size} GB", "pt", float(size)) for size in args.sizes.split(",")]
@@ -244,6 +248,7 @@ def run(args) -> list[dict]:
             row[side]["s_per_gb"] = round(row[side]["seconds"] / gb, 1)
         print(json.dumps({k: v for k, v in row.items()}, default=str)[:400], flush=True)
         rows.append(row)
+        after_each(rows)
         shutil.rmtree(data) if data.is_dir() else data.unlink()
     return rows
 
