@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+from align_helpers import TOPICS
 
 from tunekit.cli import main
 
@@ -64,6 +65,26 @@ def test_compare_scores_every_answer_with_the_reward_model(dpo_report, learned_d
         mean = sum(r["reward_score"] for r in rows) / len(rows)
         assert record["reward_model_scores"][label] == pytest.approx(mean)
     assert "reward-model score" in (out / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_eval_scores_every_answer_with_the_reward_model(learned_dpo, align_example, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"instruction": f"Name one thing about the {t}."}) + "\n"
+                               for t in TOPICS[20:]))
+    out = tmp_path / "out"
+    assert main(["eval", str(learned_dpo[0]), "--data", str(prompts), "--reward-model", str(align_example("rm")),
+                 "--max-new-tokens", "4", "--output", str(out), "--quiet"]) == 0
+    assert "reward model" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    record = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == 10 and all(math.isfinite(r["reward_score"]) for r in rows)
+    assert record["reward_model_score"] == pytest.approx(sum(r["reward_score"] for r in rows) / len(rows))
+    # pairs are ranked, not answered: nothing for the reward model to score
+    code = main(["eval", str(learned_dpo[0]), "--data", str(learned_dpo[2]), "--reward-model",
+                 str(align_example("rm")), "--output", str(tmp_path / "pairs")])
+    err = capsys.readouterr().err
+    assert code == 1 and "ranked, not answered" in err and "Traceback" not in err
 
 
 def test_pairs_that_are_not_pairs_are_refused_before_any_model_loads(tiny_lora_run, tmp_path, capsys):

@@ -3,7 +3,10 @@
 Answers a test set with a run directory, model directory or hub id (a config evaluates
 its train.output_dir on eval.test_data, else its first data.eval_datasets entry) and
 writes predictions.jsonl and metrics.json. Metrics come from eval.metrics, or from the
-data when that is empty; the choice is printed. --heldout adds the perplexity probe.
+data when that is empty; the choice is printed. --heldout adds the perplexity probe;
+--reward-model RUN scores every answer with a reward model (stage rm). A test set of
+preference pairs (chosen / rejected) is ranked instead: preference accuracy, and DPO's
+implicit reward for a LoRA policy (tunekit.eval.preference).
 """
 
 from __future__ import annotations
