@@ -139,6 +139,8 @@ class EvalConfig:
     shots: int = 0  # choice: answered examples before each question (few-shot)
     shot_data: str | None = None  # choice: file or folder of answered examples (dev split); None: the test set
     heldout: str | None = None  # compare: general text for the perplexity probe; None: the shipped one
+    pairs: str | None = None  # compare: held-out preference pairs (preference accuracy, implicit reward)
+    reward_model: str | None = None  # eval / compare: a reward-model run (stage rm) that scores the answers
     report_dir: str | None = None  # where eval writes; None: <run directory>/eval
     during_training: bool = False  # generation metrics on the validation split at every evaluation
 
@@ -338,7 +340,7 @@ def _resolve_relative_paths(cfg: Config, folder: Path) -> None:
     ds = cfg.train.deepspeed
     if ds and not Path(ds).exists() and (folder / ds).is_file():
         cfg.train.deepspeed = str(folder / ds)
-    for key in ("test_data", "shot_data", "heldout"):
+    for key in ("test_data", "shot_data", "heldout", "pairs", "reward_model"):
         value = getattr(cfg.eval, key)
         if value and not Path(value).is_absolute() and not Path(value).exists() and (folder / value).exists():
             setattr(cfg.eval, key, str(folder / value))

@@ -10,30 +10,18 @@ and spaces only) rises by >= 0.3 from the first to the last fifth of the steps, 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
+from align_helpers import ANIMALS, TOPICS
 
 from tunekit.config import DatasetSpec, load_config
 from tunekit.data.align_data import build_dataset
-from tunekit.infer.target import chat_template
 from tunekit.eval.preference import preference_scores
+from tunekit.infer.target import chat_template
 from tunekit.model.multi import load_adapters
 from tunekit.rundir import read_run
 from tunekit.train.run import train
-
-ANIMALS = ["dog", "cat", "bird", "fish", "cow", "lion"]  # two tokens each in the tiny tokenizer
-OTHERS = ["green", "black", "pink", "gold", "dark", "bear"]  # two tokens each too
-TOPICS = ["river", "mountain", "city", "music", "garden", "winter", "ocean", "forest", "history", "science",
-          "market", "school", "football", "language", "island", "village", "engine", "castle", "summer", "bridge",
-          "train", "coffee", "moon", "paper", "king", "war", "game", "film", "book", "road"]
-
-
-def _pairs(topics, rng) -> list[dict]:
-    return [{"conversations": [{"from": "human", "value": f"Name one thing about the {t}."}],
-             "chosen": {"from": "gpt", "value": rng.choice(ANIMALS)},
-             "rejected": {"from": "gpt", "value": rng.choice(OTHERS)}} for t in topics]
 
 
 def _config(tmp_path, model_dir, data, stage, *more):
@@ -43,17 +31,11 @@ def _config(tmp_path, model_dir, data, stage, *more):
 
 
 @pytest.mark.slow
-def test_dpo_learns_a_preference_the_base_lacks(tiny_model_dir, tmp_path):
-    rng = random.Random(0)
-    (tmp_path / "train.json").write_text(json.dumps(_pairs(TOPICS[:20] * 2, rng)))
-    (tmp_path / "test.json").write_text(json.dumps(_pairs(TOPICS[20:], rng)))
-    cfg = _config(tmp_path, tiny_model_dir, tmp_path / "train.json", "dpo", "train.max_steps=12",
-                  "train.batch_size=8", "train.learning_rate=1e-2", "method.lora_r=8", "align.loss_type=sigmoid,sft")
-    run = train(cfg)
-
+def test_dpo_learns_a_preference_the_base_lacks(learned_dpo):
+    run, cfg, test_file = learned_dpo
     model, tokenizer = load_adapters([run], dtype="fp32")
     template = chat_template(tokenizer, read_run(run))
-    held_out, _, _ = build_dataset(cfg, [DatasetSpec(str(tmp_path / "test.json"))], template, "pairs")
+    held_out, _, _ = build_dataset(cfg, [DatasetSpec(str(test_file))], template, "pairs")
     tuned = preference_scores(model, held_out)
     with model.disable_adapter():
         base = preference_scores(model, held_out)

@@ -97,6 +97,21 @@ def test_length_limits_drop_long_prompts_and_cut_long_completions(tmp_path, tiny
         assert all(len(r["prompt_ids"]) + len(r["chosen_ids"]) <= 40 for r in data)
 
 
+def test_rows_all_dropped_for_length_say_which_limit(tmp_path, tiny_model_dir):
+    """Measured on SmolLM2, whose template adds a default system prompt: every prompt over the default
+    align.max_prompt_len of cutoff_len // 2, and nothing else in the message."""
+    from transformers import AutoTokenizer
+
+    from tunekit.errors import DataError
+
+    path = jsonl(tmp_path / "pairs.jsonl", [{"prompt": "word " * 30, "chosen": "yes", "rejected": "no"}] * 2)
+    template = load_template(AutoTokenizer.from_pretrained(tiny_model_dir), None)
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.path={path}", "data.cutoff_len=40",
+                             "train.stage=dpo"])
+    with pytest.raises(DataError, match=r"dropped 2 prompt\(s\) longer than align.max_prompt_len \(20 tokens\)"):
+        build_dataset(cfg, cfg.data.datasets, template, "pairs")
+
+
 def test_train_refuses_a_dataset_without_usable_rows(tmp_path, tiny_model_dir, capsys):
     from tunekit.cli import main
 

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.slow
 STEPS = 3
 
 
-def dpo_args(model_dir, output_dir, batch_size: int) -> list[str]:
+def dpo_args(model_dir, output_dir, batch_size: int, *more: str) -> list[str]:
     return ["train", str(ROOT / "configs" / "dpo.yaml"), f"model.name_or_path={model_dir}",
             f"train.output_dir={output_dir}", f"train.max_steps={STEPS}", f"train.batch_size={batch_size}",
-            "train.logging_steps=1", "train.report_to=[]", "train.learning_rate=1e-2"]
+            "train.logging_steps=1", "train.report_to=[]", "train.learning_rate=1e-2", *more]
 
 
 def test_dpo_on_two_processes_trains_like_one(tiny_model_dir, tmp_path):

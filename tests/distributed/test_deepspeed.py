@@ -96,6 +96,19 @@ def test_zero3_with_qlora_is_refused(tmp_path, monkeypatch):
     assert check_deepspeed(config(tmp_path, "qlora", stage=2))["zero_optimization"]["stage"] == 2
 
 
+def test_zero3_with_a_lora_reward_model_is_refused(tmp_path, monkeypatch):
+    """A LoRA reward model is merged when saved, which ZeRO-3's partitioned weights cannot do (measured:
+    a size-0 tensor error after training); ZeRO-2, or full fine-tuning under ZeRO-3, run (test_deepspeed_align)."""
+    monkeypatch.setattr(distributed, "deepspeed_installed", lambda: True)
+    cfg = config(tmp_path, "lora", stage=3, stage3_gather_16bit_weights_on_model_save=True)
+    cfg.train.stage = "rm"
+    with pytest.raises(ConfigError, match="ds_z2.json, or method full"):
+        check_deepspeed(cfg)
+    cfg.method.name = "full"
+    assert check_deepspeed(cfg)["zero_optimization"]["stage"] == 3
+    assert check_deepspeed(config(tmp_path, "lora", stage=2))["zero_optimization"]["stage"] == 2
+
+
 def test_zero3_that_would_save_no_weights_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "deepspeed_installed", lambda: True)
     with pytest.raises(ConfigError, match="stage3_gather_16bit_weights_on_model_save: true"):

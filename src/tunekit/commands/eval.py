@@ -3,7 +3,10 @@
 Answers a test set with a run directory, model directory or hub id (a config evaluates
 its train.output_dir on eval.test_data, else its first data.eval_datasets entry) and
 writes predictions.jsonl and metrics.json. Metrics come from eval.metrics, or from the
-data when that is empty; the choice is printed. --heldout adds the perplexity probe.
+data when that is empty; the choice is printed. --heldout adds the perplexity probe;
+--reward-model RUN scores every answer with a reward model (stage rm). A test set of
+preference pairs (chosen / rejected) is ranked instead: preference accuracy, and DPO's
+implicit reward for a LoRA policy (tunekit.eval.preference).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 # flag -> eval config key; a flag given on the command line wins over the config
 FLAG_KEYS = {"data": "test_data", "metrics": "metrics", "max_samples": "max_samples",
              "max_new_tokens": "max_new_tokens", "batch_size": "predict_batch_size", "shots": "shots",
-             "shot_data": "shot_data"}
+             "shot_data": "shot_data", "reward_model": "reward_model"}
 
 
 def add_eval_flags(parser) -> None:
@@ -35,6 +38,8 @@ def add_eval_flags(parser) -> None:
     parser.add_argument("--batch-size", type=int, help="prompts per generate call (default 16)")
     parser.add_argument("--shots", type=int, help="multiple choice: answered examples per question (default 0)")
     parser.add_argument("--shot-data", metavar="PATH", help="multiple choice: answered examples (dev split)")
+    parser.add_argument("--reward-model", metavar="RUN", help="a reward-model run directory (train.stage: rm) "
+                        "that scores every answer; the mean score is reported")
     parser.add_argument("--heldout-tokens", type=int, default=DEFAULT_MAX_TOKENS,
                         help=f"perplexity probe: tokens scored at most (default {DEFAULT_MAX_TOKENS})")
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: at the end of --help)")
@@ -96,8 +101,8 @@ def test_set(cfg: Config, args=None):
 
 def run(args) -> int:
     from tunekit.eval.perplexity import heldout_text
+    from tunekit.eval.predict import describe_target, evaluate_target, format_scores, score_answers, write_evaluation
     from tunekit.eval.preference import is_preference_file
-    from tunekit.eval.predict import describe_target, evaluate_target, format_scores, write_evaluation
     from tunekit.eval.tasks import load_task
     from tunekit.rundir import is_run_dir
 
@@ -108,7 +113,12 @@ def run(args) -> int:
         raise ConfigError(f"{args.source} has no train.output_dir: say which run to evaluate")
     data = test_set(cfg, args)
     if is_preference_file(data):  # pairs: preference accuracy (tunekit.eval.preference)
+        if cfg.eval.reward_model:
+            raise ConfigError("--reward-model scores generated answers, and a test set of pairs is ranked, not "
+                              "answered: give prompts as --data (or compare TARGETS --pairs FILE --reward-model RUN)")
         return _preference_eval(args, cfg, target, data)
+    if cfg.eval.reward_model:
+        check_reward_model(cfg.eval.reward_model)
     task = load_task(data, cfg.eval)
     heldout_file = args.heldout if args.heldout is not None else cfg.eval.heldout
     heldout = heldout_text(heldout_file or None) if heldout_file is not None else None
@@ -119,12 +129,21 @@ def run(args) -> int:
     print(f"test set: {getattr(data, 'path', data)}\n{task.describe()}")
     evaluation = evaluate_target(target, task, label, heldout, args.heldout_tokens, progress=not args.quiet,
                                  trust_remote_code=args.trust_remote_code)
+    if cfg.eval.reward_model:
+        score_answers([evaluation], cfg.eval.reward_model)
     if evaluation.system_prompt:
         print(f"system prompt (the run's; --system overrides): {evaluation.system_prompt}")
     predictions, metrics = write_evaluation(out, evaluation, task, getattr(data, "path", data))
     print(format_scores(evaluation))
     print(f"predictions: {predictions}\nmetrics: {metrics}")
     return 0
+
+
+def check_reward_model(path: str) -> None:
+    """Refuse a --reward-model that is not a reward-model run now, before any answer is generated."""
+    from tunekit.train.rewards import reward_model_run
+
+    reward_model_run(path, what="--reward-model")
 
 
 def _preference_eval(args, cfg: Config, target: str, data) -> int:

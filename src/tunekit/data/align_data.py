@@ -87,10 +87,21 @@ def build_dataset(cfg, specs, template: ChatTemplate, kind: str, layout: str = "
             rows.append(row)
     if not rows:
         shown = "".join(f"\n  {p}" for p in problems[:10])
-        raise DataError("no usable rows in " + ", ".join(s.path for s in specs) + shown)
+        raise DataError("no usable rows in " + ", ".join(s.path for s in specs) + _dropped(limits) + shown)
     stats = dict(rows_read=loaded.rows_read, kept=len(rows), skipped=len(problems), overlength=limits.overlength,
                  **limits.counts)
     return Dataset.from_list(rows), stats, problems
+
+
+def _dropped(limits: _Limits) -> str:
+    """Why rows went missing for their length, if they did: what to raise."""
+    counts = limits.counts
+    parts = [f"{counts['prompt_too_long']} prompt(s) longer than align.max_prompt_len ({limits.max_prompt} "
+             "tokens)" if counts["prompt_too_long"] else "",
+             f"{counts['dropped_overlength']} row(s) longer than data.cutoff_len ({limits.max_total} tokens)"
+             if counts["dropped_overlength"] else ""]
+    parts = [p for p in parts if p]
+    return f": dropped {' and '.join(parts)}; raise the limit" if parts else ""
 
 
 class _Bad(Exception):

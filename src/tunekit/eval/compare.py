@@ -12,6 +12,16 @@ target's score minus the first target's (list the base model first); the forgett
 probe is each target's perplexity on held-out general text and its relative change from
 the first: (ppl - ppl_first) / ppl_first, so +25% means the text became 25% less likely
 per token, general ability lost.
+
+Beside the probe, for preference tuning (dpo and its family):
+  * pairs=HeldOutPairs(FILE, cfg): each target's preference accuracy on held-out pairs (the
+    chosen completion more likely than the rejected one) and, for every target after the
+    first, DPO's implicit reward against the first as the reference: r = log pi(y|x) -
+    log pi_first(y|x), its accuracy (r_chosen > r_rejected) and mean margin. The first
+    target's own template renders the pairs for it, as every target's for itself; the
+    implicit reward needs equal token ids, so targets with another template get none.
+  * reward_model=RUN: a reward model (stage rm) scores every target's answers to the test
+    prompts; the report shows each target's mean score.
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from pathlib import Path
 
 from tunekit.errors import TunekitError
 from tunekit.eval.perplexity import DEFAULT_MAX_TOKENS
-from tunekit.eval.predict import Evaluation, evaluate_target, metrics_record, write_predictions
+from tunekit.eval.predict import Evaluation, evaluate_target, metrics_record, score_answers, write_predictions
+from tunekit.eval.preference import PreferenceScores
 from tunekit.infer.target import unique_name
 from tunekit.rundir import is_run_dir, write_json_atomic
 
@@ -35,6 +46,8 @@ class Comparison:
     task: object  # GenerationTask or ChoiceTask
     evaluations: list[Evaluation]
     heldout: str | None  # name of the held-out text, None when the probe was skipped
+    pairs: str | None = None  # the held-out preference pairs, None when not given
+    reward_model: str | None = None  # the reward-model run that scored the answers, None when not given
 
     @property
     def headline(self) -> str | None:
@@ -57,6 +70,25 @@ class Comparison:
             out[e.label] = {"perplexity": value, "change": value - reference,
                             "relative_change": (value - reference) / reference}
         return out
+
+
+    def preferences(self) -> dict[str, dict]:
+        """{label: PreferenceScores.record()} on the held-out pairs; after the first target, with the
+        implicit reward against the first (implicit_reward_accuracy, implicit_reward_margin)."""
+        if self.pairs is None:
+            return {}
+        first, out = self.evaluations[0], {}
+        for e in self.evaluations:
+            scores = e.preference
+            if e is not first and e.preference_rows == first.preference_rows:
+                scores = PreferenceScores(scores.chosen, scores.rejected, first.preference.chosen,
+                                          first.preference.rejected)
+            out[e.label] = scores.record()
+        return out
+
+    def reward_scores(self) -> dict[str, float]:
+        """{label: mean reward-model score of its answers}; {} without a reward model."""
+        return {e.label: e.reward_model_score for e in self.evaluations} if self.reward_model else {}
 
 
 def resolve_targets(targets: list[str]) -> list[tuple[str, str, bool]]:
@@ -85,11 +117,16 @@ def _unique(label: str, taken: set[str]) -> str:
 
 def compare(targets: list[str], task, data: str, heldout: tuple[str, str] | None = None,
             heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True,
-            trust_remote_code: bool = False) -> Comparison:
-    """Run the task (and the perplexity probe) on each target in turn, one model in memory at a time."""
-    evaluations = [evaluate_target(target, task, label, heldout, heldout_tokens, progress, base, trust_remote_code)
+            trust_remote_code: bool = False, pairs=None, reward_model: str | None = None) -> Comparison:
+    """Run the task (the perplexity probe, the held-out pairs) on each target in turn, one model in
+    memory at a time; then the reward model, when given, scores every target's answers."""
+    evaluations = [evaluate_target(target, task, label, heldout, heldout_tokens, progress, base, trust_remote_code,
+                                   pairs)
                    for label, target, base in resolve_targets(targets)]
-    return Comparison(str(data), task, evaluations, heldout[1] if heldout else None)
+    if reward_model:
+        score_answers(evaluations, reward_model)
+    return Comparison(str(data), task, evaluations, heldout[1] if heldout else None,
+                      pairs.path if pairs is not None else None, reward_model)
 
 
 def comparison_record(comparison: Comparison) -> dict:
@@ -99,6 +136,8 @@ def comparison_record(comparison: Comparison) -> dict:
         "metrics_reason": comparison.task.reason, "headline": comparison.headline, "heldout": comparison.heldout,
         "targets": [metrics_record(e, comparison.task, comparison.data) for e in comparison.evaluations],
         "differences": comparison.differences(), "forgetting": comparison.forgetting(),
+        "pairs": comparison.pairs, "preference": comparison.preferences(),
+        "reward_model": comparison.reward_model, "reward_model_scores": comparison.reward_scores(),
     }
 
 

@@ -35,6 +35,9 @@ class Evaluation:
     result: TaskResult
     perplexity: dict | None  # {"perplexity", "tokens", "nll", "text"} or None without a held-out text
     seconds: float
+    preference: object | None = None  # PreferenceScores on held-out pairs (tunekit.eval.preference), or None
+    preference_rows: str | None = None  # fingerprint of the pairs' token ids: implicit rewards need equal ones
+    reward_model_score: float | None = None  # mean reward-model score of the answers (compare/eval --reward-model)
 
 
 def describe_target(target: str, base: bool = False) -> str:
@@ -49,13 +52,15 @@ def describe_target(target: str, base: bool = False) -> str:
 
 def evaluate_target(target: str, task, label: str | None = None, heldout: tuple[str, str] | None = None,
                     heldout_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True, base: bool = False,
-                    trust_remote_code: bool = False) -> Evaluation:
-    """Load the target once, run the task on it, then (with heldout=(text, name)) the perplexity probe.
+                    trust_remote_code: bool = False, pairs=None) -> Evaluation:
+    """Load the target once, run the task on it, then (with heldout=(text, name)) the perplexity probe
+    and (with pairs, a HeldOutPairs) the completion log-likelihoods of each held-out pair.
     base=True: a run directory's base model, asked with the run's template and system prompt."""
     from tunekit.infer.engine import Engine
 
     label = label or Path(str(target)).resolve().name or str(target)
     start = time.perf_counter()
+    preference = fingerprint = None
     with Engine.load(str(target), trust_remote_code=trust_remote_code, base=base) as engine:
         system = engine.system_prompt()
         result = task.run(engine, label, progress)
@@ -63,9 +68,41 @@ def evaluate_target(target: str, task, label: str | None = None, heldout: tuple[
         if heldout is not None:
             probe = {**perplexity(engine.model, engine.tokenizer, heldout[0], max_tokens=heldout_tokens),
                      "text": heldout[1]}
+        if pairs is not None:
+            preference, fingerprint = _preference(engine, pairs)
     _free_memory()
     return Evaluation(label, str(target), describe_target(str(target), base), system, result, probe,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, preference, fingerprint)
+
+
+def _preference(engine, pairs):
+    """(PreferenceScores, fingerprint of the rendered pairs) with the engine's model as it answers."""
+    import hashlib
+
+    from tunekit.eval.preference import preference_scores
+
+    rows, _ = pairs.rows(engine.template)
+    ids = [[row[key] for key in ("prompt_ids", "chosen_ids", "rejected_ids")] for row in rows]
+    return preference_scores(engine.model, rows, reference=False), hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+
+
+def score_answers(evaluations: list[Evaluation], reward_model: str) -> None:
+    """Each evaluation's mean reward-model score over its answers; every row gets its `reward_score`.
+    The reward model is loaded once, after the targets (one model in memory at a time)."""
+    from tunekit.errors import ConfigError
+    from tunekit.train.rewards import RewardModelScore
+
+    if any("option_logprobs" in row for e in evaluations for row in e.result.rows):
+        raise ConfigError("--reward-model scores generated answers; a multiple-choice test set has none")
+    scorer = RewardModelScore(reward_model, what="--reward-model")
+    for e in evaluations:
+        prompts = [row.get("messages") or [{"role": "user", "content": row["prompt"]}] for row in e.result.rows]
+        scores = scorer.score_answers(prompts, [row["prediction"] for row in e.result.rows])
+        for row, score in zip(e.result.rows, scores):
+            row["reward_score"] = score
+        e.reward_model_score = sum(scores) / len(scores) if scores else None
+    del scorer
+    _free_memory()
 
 
 def _free_memory() -> None:
@@ -94,6 +131,8 @@ def metrics_record(evaluation: Evaluation, task, data: str) -> dict:
         "rows": len(result.rows), "scored_rows": sum(row["scores"] is not None for row in result.rows),
         "headline": result.headline, "scores": result.scores, "summary": result.summary,
         "perplexity": evaluation.perplexity, "seconds": round(evaluation.seconds, 2),
+        "preference": evaluation.preference.record() if evaluation.preference is not None else None,
+        "reward_model_score": evaluation.reward_model_score,
     }
 
 
@@ -116,4 +155,6 @@ def format_scores(evaluation: Evaluation) -> str:
     if evaluation.perplexity:
         p = evaluation.perplexity
         lines.append(f"  {'perplexity':<18} {p['perplexity']:7.2f}   ({p['tokens']} tokens of {p['text']})")
+    if evaluation.reward_model_score is not None:
+        lines.append(f"  {'reward model':<18} {evaluation.reward_model_score:7.2f}   (mean score of the answers)")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
     scores = preference_scores(model, rows)      # rows: prompt_ids / chosen_ids / rejected_ids (data.align_data)
     scores.accuracy, scores.implicit_accuracy    # log-likelihood ranking; DPO's implicit reward ranking
+    pairs = HeldOutPairs(spec, cfg); scores, skipped = pairs.score(model, template)   # eval and compare
 
 A causal LM ranks a pair by the summed log-probability of each completion (answer + end-of-
 turn) after the prompt. A LoRA policy is also ranked by its implicit reward, as DPO defines
@@ -9,10 +10,15 @@ it: log pi(y|x) - log pi_ref(y|x) with the reference = the same model with its a
 disabled; accuracy is the fraction of pairs whose chosen reward is higher, the margin the
 mean difference. A reward model (sequence classification) ranks by its score of the whole
 rendered conversation.
+
+`tunekit eval` scores one target this way; `tunekit compare` scores every target on the same
+pairs and takes the first target (the base) as the reference of the implicit reward, so a
+full fine-tuning run gets one too (tunekit.eval.compare).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +63,15 @@ def _minus(a: list[float], b: list[float]) -> list[float]:
     return [x - y for x, y in zip(a, b)]
 
 
-def preference_scores(model, rows, batch_size: int = 16) -> PreferenceScores:
-    """Scores of each pair: completion log-likelihoods (causal LM) or reward scores (classifier)."""
+def preference_scores(model, rows, batch_size: int = 16, reference: bool = True) -> PreferenceScores:
+    """Scores of each pair: completion log-likelihoods (causal LM) or reward scores (classifier);
+    reference=True: a model with an adapter is also scored with it disabled (the implicit reward)."""
     if _is_classifier(model):
         return PreferenceScores(_classifier_scores(model, rows, "chosen", batch_size),
                                 _classifier_scores(model, rows, "rejected", batch_size))
     scores = PreferenceScores(completion_logps(model, rows, "chosen", batch_size),
                               completion_logps(model, rows, "rejected", batch_size))
-    if hasattr(model, "disable_adapter"):
+    if reference and hasattr(model, "disable_adapter"):
         with model.disable_adapter():
             scores.chosen_ref = completion_logps(model, rows, "chosen", batch_size)
             scores.rejected_ref = completion_logps(model, rows, "rejected", batch_size)
@@ -105,17 +112,21 @@ def completion_logps(model, rows, which: str, batch_size: int = 16) -> list[floa
     return out
 
 
-@torch.no_grad()
 def _classifier_scores(model, rows, which: str, batch_size: int) -> list[float]:
+    sequences = [list(r.get("prompt_ids", [])) + list(r[f"{which}_ids"]) for r in rows]
+    return classifier_scores(model, sequences, batch_size)
+
+
+@torch.no_grad()
+def classifier_scores(model, sequences: list[list[int]], batch_size: int = 16) -> list[float]:
+    """A reward model's score of each token sequence (a whole rendered conversation)."""
     out = []
     device = next(model.parameters()).device
     pad = getattr(model.config, "pad_token_id", None) or 0
-    for batch in _batches(rows, batch_size):
-        sequences = [list(r.get("prompt_ids", [])) + list(r[f"{which}_ids"]) for r in batch]
-        ids, mask = _padded(sequences, pad)
+    for batch in _batches(sequences, batch_size):
+        ids, mask = _padded(batch, pad)
         out += model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().tolist()
     return out
-
 
 
 # ---------------------------------------------------------------- tunekit eval TARGET --data PAIRS
@@ -156,20 +167,42 @@ def load_scorer(target: str):
                                                 trust_remote_code=resolved.trust_remote_code).eval(), template
 
 
+@dataclass
+class HeldOutPairs:
+    """Held-out pairs, rendered for each model by that model's own template (as its training did)."""
+
+    data: object  # a path or a DatasetSpec
+    cfg: object  # Config: data.cutoff_len, align.max_prompt_len, eval.max_samples
+
+    @property
+    def path(self) -> str:
+        return str(getattr(self.data, "path", self.data))
+
+    def rows(self, template, layout: str = "prompt"):
+        """(rows, skipped): prompt / completion ids, and how many pairs could not be rendered."""
+        from tunekit.config import DatasetSpec
+        from tunekit.data.align_data import build_dataset
+
+        spec = self.data if isinstance(self.data, DatasetSpec) else DatasetSpec(str(self.data))
+        if self.cfg.eval.max_samples:
+            spec = dataclasses.replace(spec, max_samples=self.cfg.eval.max_samples)
+        rows, _, problems = build_dataset(self.cfg, [spec], template, "pairs", layout)
+        return rows, len(problems)
+
+    def score(self, model, template, reference: bool = True) -> tuple[PreferenceScores, int]:
+        """(scores, skipped) of `model` on the pairs; see preference_scores."""
+        rows, skipped = self.rows(template, "joined" if _is_classifier(model) else "prompt")
+        return preference_scores(model, rows, reference=reference), skipped
+
+
 def evaluate_preferences(target: str, data, cfg, out_dir) -> dict:
     """Preference accuracy of `target` on the pairs in `data`; writes metrics.json into out_dir."""
-    from tunekit.config import DatasetSpec
-    from tunekit.data.align_data import build_dataset
     from tunekit.rundir import write_json_atomic
 
     model, template = load_scorer(target)
-    spec = data if isinstance(data, DatasetSpec) else DatasetSpec(str(data))
-    if cfg.eval.max_samples:
-        spec.max_samples = cfg.eval.max_samples
-    layout = "joined" if _is_classifier(model) else "prompt"
-    rows, stats, problems = build_dataset(cfg, [spec], template, "pairs", layout)
-    record = {"target": str(target), "test_data": spec.path, "skipped": len(problems),
-              **preference_scores(model, rows).record()}
+    pairs = HeldOutPairs(data, cfg)
+    scores, skipped = pairs.score(model, template)
+    record = {"target": str(target), "test_data": pairs.path, "skipped": skipped, **scores.record()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", record)

@@ -6,8 +6,9 @@
 
 Both documents hold the same sections in the same order: a summary line per target
 (task metric and perplexity change against the first target), the targets, every metric
-with its difference, the forgetting probe, and the per-prompt side-by-side table with
-each answer's task-metric score.
+with its difference, the forgetting probe, the preference section (held-out pairs: accuracy,
+and DPO's implicit reward against the first target) and the reward-model scores when
+measured, and the per-prompt side-by-side table with each answer's task-metric score.
 """
 
 from __future__ import annotations
@@ -58,8 +59,59 @@ def summary_lines(comparison) -> list[str]:
             p0, p1 = first.perplexity["perplexity"], e.perplexity["perplexity"]
             change = _percent(forgetting[e.label]["relative_change"])
             parts.append(f"held-out perplexity {p0:.2f} → {p1:.2f} ({change})")
+        parts += _preference_summary(comparison, first.label, e.label)
         lines.append(f"{e.label} vs {first.label}: " + ("; ".join(parts) or "predictions only, nothing scored"))
     return lines
+
+
+def _preference_summary(comparison, first: str, label: str) -> list[str]:
+    parts = []
+    preferences, rewards = comparison.preferences(), comparison.reward_scores()
+    if preferences:
+        before, after = preferences[first], preferences[label]
+        text = (f"preference accuracy {100 * before['preference_accuracy']:.1f}% → "
+                f"{100 * after['preference_accuracy']:.1f}%")
+        if "implicit_reward_accuracy" in after:
+            text += f", implicit-reward accuracy {100 * after['implicit_reward_accuracy']:.1f}%"
+        parts.append(text + f" ({after['pairs']} held-out pairs)")
+    if rewards:
+        parts.append(f"reward-model score {rewards[first]:.2f} → {rewards[label]:.2f} "
+                     f"({rewards[label] - rewards[first]:+.2f})")
+    return parts
+
+
+PREFERENCE_HEADER = ["pairs", "preference accuracy", "log-prob margin", "implicit-reward accuracy",
+                     "implicit-reward margin"]
+
+
+def _preference_rows(comparison) -> list[tuple[str, list[str]]]:
+    """(label, cells) per target: pairs, accuracy, log-prob margin, and the implicit reward against the first."""
+    rows = []
+    for i, (label, r) in enumerate(comparison.preferences().items()):
+        implicit = ["—", "—"] if "implicit_reward_accuracy" not in r else [
+            f"{100 * r['implicit_reward_accuracy']:.1f}%", _number(r["implicit_reward_margin"], signed=True)]
+        if i and "implicit_reward_accuracy" not in r:
+            implicit = ["(other template)", "—"]
+        rows.append((label, [str(r["pairs"]), f"{100 * r['preference_accuracy']:.1f}%",
+                             _number(r["logp_margin"], signed=True), *implicit]))
+    return rows
+
+
+def _reward_rows(comparison) -> list[tuple[str, list[str]]]:
+    """(label, cells) per target: mean reward-model score and its change from the first."""
+    scores = list(comparison.reward_scores().items())
+    return [(label, [_number(score), "—" if i == 0 else _number(score - scores[0][1], signed=True)])
+            for i, (label, score) in enumerate(scores)]
+
+
+def _preference_title(comparison) -> str:
+    first = comparison.evaluations[0].label
+    return (f"Preference: held-out pairs of {comparison.pairs} (implicit reward = log-prob gain over {first}; "
+            "higher is better)")
+
+
+def _reward_title(comparison) -> str:
+    return f"Reward model {comparison.reward_model}: mean score of each target's answers (higher is better)"
 
 
 def _metric_rows(comparison) -> list[tuple[str, list[float | None], list[float | None]]]:
@@ -120,6 +172,16 @@ def render_markdown(comparison, chart_name: str | None = None) -> str:
                 for i, (e, f) in enumerate(zip(evals, comparison.forgetting().values()))]
         out += _md_table(["", "perplexity", "tokens", f"change from {_md(labels[0])}"], rows,
                          ["---", "---:", "---:", "---:"]) + [""]
+    if comparison.pairs:
+        out += [f"## {_md(_preference_title(comparison))}", ""]
+        out += _md_table(["", *PREFERENCE_HEADER], [[f"**{_md(label)}**", *cells]
+                                                    for label, cells in _preference_rows(comparison)],
+                         ["---"] + ["---:"] * len(PREFERENCE_HEADER)) + [""]
+    if comparison.reward_model:
+        out += [f"## {_md(_reward_title(comparison))}", ""]
+        out += _md_table(["", "mean score", f"change from {_md(labels[0])}"],
+                         [[f"**{_md(label)}**", *cells] for label, cells in _reward_rows(comparison)],
+                         ["---", "---:", "---:"]) + [""]
     if chart_name:
         out += [f"![metrics]({chart_name})", ""]
     out += ["## Per prompt", ""]
@@ -184,6 +246,13 @@ def _html_forgetting(comparison, labels: list[str]) -> str:
     return _html_table(["", "perplexity", "tokens", f"change from {_h(labels[0])}"], rows)
 
 
+def _html_cells(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    """A table of (label, cells) rows: the label in bold, the cells as numbers."""
+    body = [f"<tr><td><b>{_h(label)}</b></td>" + "".join(f'<td class="num">{_h(c)}</td>' for c in cells) + "</tr>"
+            for label, cells in rows]
+    return _html_table([_h(h) for h in header], body)
+
+
 def _html_prompts(comparison, labels: list[str]) -> str:
     rows = []
     for n, (first, answers) in enumerate(_prompt_rows(comparison), 1):
@@ -214,6 +283,12 @@ def render_html(comparison, chart: Path | None = None) -> str:
     if comparison.heldout:
         parts += [f"<h2>Forgetting probe: perplexity on {_h(comparison.heldout)} (lower is better)</h2>",
                   _html_forgetting(comparison, labels)]
+    if comparison.pairs:
+        parts += [f"<h2>{_h(_preference_title(comparison))}</h2>",
+                  _html_cells(["", *PREFERENCE_HEADER], _preference_rows(comparison))]
+    if comparison.reward_model:
+        parts += [f"<h2>{_h(_reward_title(comparison))}</h2>",
+                  _html_cells(["", "mean score", f"change from {labels[0]}"], _reward_rows(comparison))]
     if chart is not None:
         data = base64.b64encode(Path(chart).read_bytes()).decode("ascii")
         parts.append(f'<p><img alt="metrics chart" src="data:image/png;base64,{data}"></p>')

@@ -26,6 +26,7 @@ import json
 import os
 from pathlib import Path
 
+from tunekit.config import LORA_METHODS
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.processes import (  # noqa: F401  (re-exported: the training side's one import)
     BARRIER_TIMEOUT, barrier, is_distributed, is_main_process, main_process_first, use_cpu, world_size)
@@ -63,6 +64,10 @@ def check_deepspeed(cfg) -> dict | None:
     if stage == 3 and cfg.method.name == "qlora":
         raise ConfigError(f"train.deepspeed {path} is ZeRO-3, which cannot shard the 4-bit weights of method qlora: "
                           "use configs/deepspeed/ds_z2.json (or ds_z2_offload.json), or method lora with ZeRO-3")
+    if stage == 3 and cfg.train.stage == "rm" and cfg.method.name in LORA_METHODS:
+        raise ConfigError(f"train.deepspeed {path} is ZeRO-3, and a LoRA reward model is merged into its base when "
+                          "saved (so that its run directory loads as a classifier), which needs every weight whole "
+                          "on one process: use configs/deepspeed/ds_z2.json, or method full with ZeRO-3")
     if stage == 3 and ds["zero_optimization"].get(GATHER_ON_SAVE) is not True:
         raise ConfigError(f"train.deepspeed {path} is ZeRO-3 without zero_optimization.{GATHER_ON_SAVE}: true, so "
                           "the run directory would get no weights; set it to true (as configs/deepspeed/ds_z3.json)")

@@ -84,36 +84,43 @@ def _imported(spec: str) -> Callable:
     return lambda prompts, completions, **columns: func(prompts=prompts, completions=completions, **columns)
 
 
-class RewardModelScore:
-    """Scores with a reward-model run: prompt messages + the completion, rendered by its template."""
+def reward_model_run(run_dir: str, what: str = "align.rewards"):
+    """The Run of a reward-model run directory; a clear ConfigError for anything else."""
+    from tunekit.rundir import is_run_dir, read_run
 
-    def __init__(self, run_dir: str):
+    if not is_run_dir(run_dir):
+        raise ConfigError(f"{what} {run_dir} is not a run directory: give the output of a reward-model run "
+                          "(train.stage: rm)")
+    run = read_run(run_dir)
+    if run.record.stage != "rm":
+        raise ConfigError(f"{what} {run_dir} is a '{run.record.stage}' run, not a reward model "
+                          "(train one with train.stage: rm)")
+    return run
+
+
+class RewardModelScore:
+    """Scores with a reward-model run: prompt messages + the completion, rendered by its template.
+    Also what `tunekit eval` / `compare --reward-model` score generated answers with."""
+
+    def __init__(self, run_dir: str, what: str = "align.rewards"):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from tunekit.infer.target import chat_template
-        from tunekit.rundir import read_run
 
-        run = read_run(run_dir)
-        if run.record.stage != "rm":
-            raise ConfigError(f"align.rewards {run_dir} is a '{run.record.stage}' run, not a reward model "
-                              "(train one with train.stage: rm)")
+        run = reward_model_run(run_dir, what)
         self.tokenizer = AutoTokenizer.from_pretrained(run_dir)
         self.template = chat_template(self.tokenizer, run)
         self.model = AutoModelForSequenceClassification.from_pretrained(run_dir, dtype=torch.float32).eval()
-        self.torch = torch
 
     def __call__(self, prompts, completions, messages=None, **_):
+        return self.score_answers([json.loads(m) for m in messages], completions)
+
+    def score_answers(self, prompts: list[list[dict]], answers: list[str]) -> list[float]:
+        """The score of each prompt (messages) answered by its answer."""
         from tunekit.data.records import Conversation
+        from tunekit.eval.preference import classifier_scores
 
-        convs = [Conversation(json.loads(m) + [{"role": "assistant", "content": c}])
-                 for m, c in zip(messages, completions)]
-        return self.scores([samples[-1].input_ids for samples in self.template.encode_many(convs, mask_history=True)])
-
-    def scores(self, sequences: list[list[int]]) -> list[float]:
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        ids = self.torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
-        mask = self.torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
-        with self.torch.no_grad():
-            return self.model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()
+        convs = [Conversation(m + [{"role": "assistant", "content": a}]) for m, a in zip(prompts, answers)]
+        samples = self.template.encode_many(convs, mask_history=True)
+        return classifier_scores(self.model, [each[-1].input_ids for each in samples])
