@@ -74,9 +74,11 @@ def test_20001_messages_are_refused_before_any_rendering(live, monkeypatch):
     assert took < 1  # the bound; it took minutes when the prompt was rendered first
 
 
-def test_a_full_queue_answers_429_with_retry_after(live):
+def test_a_full_queue_answers_429_with_retry_after(live, monkeypatch):
     engine, url = live
-    long = {"model": engine.name, "messages": ask("hello"), "max_tokens": 3000, "stream": True}
+    step = engine.scheduler._step
+    monkeypatch.setattr(engine.scheduler, "_step", lambda key: time.sleep(0.01) or step(key))  # 3000 steps > 30 s:
+    long = {"model": engine.name, "messages": ask("hello"), "max_tokens": 3000, "stream": True}  # the slot stays held
     with httpx.Client(timeout=60) as http, http.stream("POST", url + "/v1/chat/completions", json=long) as running:
         next(running.iter_lines())  # the first chunk: it holds the only slot
         with http.stream("POST", url + "/v1/chat/completions", json=long):
