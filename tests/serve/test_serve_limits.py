@@ -77,16 +77,30 @@ def test_20001_messages_are_refused_before_any_rendering(live, monkeypatch):
 def test_a_full_queue_answers_429_with_retry_after(live, monkeypatch):
     engine, url = live
     step = engine.scheduler._step
-    monkeypatch.setattr(engine.scheduler, "_step", lambda key: time.sleep(0.01) or step(key))  # 3000 steps > 30 s:
-    long = {"model": engine.name, "messages": ask("hello"), "max_tokens": 3000, "stream": True}  # the slot stays held
-    with httpx.Client(timeout=60) as http, http.stream("POST", url + "/v1/chat/completions", json=long) as running:
-        next(running.iter_lines())  # the first chunk: it holds the only slot
-        with http.stream("POST", url + "/v1/chat/completions", json=long):
-            assert wait_for(lambda: engine.scheduler.queued == 1)
-            refused = http.post(url + "/v1/chat/completions", json={**long, "stream": False})
-            assert refused.status_code == 429
-            assert refused.headers["retry-after"] == "1"
-            assert refused.json()["error"]["code"] == "server_busy"
+    monkeypatch.setattr(engine.scheduler, "_step", lambda key: time.sleep(0.01) or step(key))  # 3000 steps > 30 s
+    long = {"model": engine.name, "messages": ask("hello"), "max_tokens": 3000, "stream": True}
+    stop = threading.Event()
+
+    def read_stream():  # a client reading its answer as it comes, until told to hang up
+        with httpx.Client(timeout=60) as http, http.stream("POST", url + "/v1/chat/completions", json=long) as r:
+            for _ in r.iter_lines():
+                if stop.is_set():
+                    return
+
+    readers = [threading.Thread(target=read_stream, daemon=True) for _ in range(2)]
+    try:
+        readers[0].start()
+        assert wait_for(lambda: engine.scheduler.running == 1)  # it holds the only slot
+        readers[1].start()
+        assert wait_for(lambda: engine.scheduler.queued == 1)  # it holds the only place in the queue
+        refused = httpx.post(url + "/v1/chat/completions", json={**long, "stream": False}, timeout=60)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "server_busy"
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=60)
     assert wait_for(lambda: idle(engine))  # both streams were closed: both slots are free
     assert metric(url, 'tunekit_requests_total{outcome="busy"}') == 1
 

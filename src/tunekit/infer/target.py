@@ -66,15 +66,18 @@ def resolve_target(target: str, trust_remote_code: bool = False, base: bool = Fa
 
 def chat_template(tokenizer, run: Run | None) -> ChatTemplate:
     """The run's template with the end-of-turn text, template switches and tool-call format it
-    trained with, or the model's own template."""
+    trained with, or the model's own template; probed once at load for linear prompt building
+    (ChatTemplate.closes_history), so that the first request does not pay for it."""
     if run is None:
         name, source = resolve_template_source(None, tokenizer)
-        return ChatTemplate(tokenizer, source, name)
-    recorded = run.record.template
-    options = recorded.options if recorded else None
-    template = ChatTemplate(tokenizer, run.template_source(tokenizer), run.path.name, run.eot_text, options)
-    if recorded:
-        template.family = family_named(recorded.tool_format)
+        template = ChatTemplate(tokenizer, source, name)
+    else:
+        recorded = run.record.template
+        options = recorded.options if recorded else None
+        template = ChatTemplate(tokenizer, run.template_source(tokenizer), run.path.name, run.eot_text, options)
+        if recorded:
+            template.family = family_named(recorded.tool_format)
+    template.closes_history()
     return template
 
 
