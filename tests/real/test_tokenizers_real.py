@@ -176,3 +176,15 @@ def test_the_glaive_file_reads_whole():
     rows = json.loads((SHARED / "data" / "glaive_toolcall_zh_demo.json").read_text(encoding="utf-8"))
     assert len(result.records) == len(rows) and not result.problems
     assert list(itertools.islice((r.tools for r in result.records if r.tools), 1))
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3-base", "smollm2"])
+def test_pretraining_ids_come_straight_from_the_rust_tokenizer_unchanged(name):
+    """The pt path skips transformers' per-encoding conversion (pipeline._token_ids): same ids as the
+    tokenizer's own call, special-token text and all."""
+    from tunekit.data.pipeline import _token_ids
+
+    tok = real_tokenizer(name)
+    texts = ["Hello, world!", " leading space", "\ttab\nnewline", "北京是中国的首都。", "emoji 🦊 and 1234567890",
+             "café vs cafe\u0301", f"a {tok.eos_token} inside text", "", "def f(x):\n    return x**2\n"]
+    assert _token_ids(tok, texts) == tok(texts, add_special_tokens=False)["input_ids"]
