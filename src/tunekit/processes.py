@@ -1,4 +1,5 @@
-"""Which process is which under torchrun / accelerate launch, and how they wait for each other.
+"""Which process is which under torchrun / accelerate launch, how they wait for each other,
+and whether a process that left files behind (named by its pid) is still alive.
 
 Used by the data pipeline (rank 0 tokenizes, the others read its cache) and by training
 (rank 0 writes the run directory). A single process needs none of it and pays nothing.
@@ -55,3 +56,16 @@ def main_process_first():
         return
     with _state().main_process_first():
         yield
+
+
+def process_alive(pid: int) -> bool:
+    """True when process `pid` runs (this one, or someone else's that we may not signal)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

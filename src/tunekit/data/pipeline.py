@@ -56,7 +56,12 @@ from tunekit.data.progress import ProblemLog, Progress
 from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
 from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
-from tunekit.processes import is_distributed, is_main_process, main_process_first
+from tunekit.processes import (
+    is_distributed,
+    is_main_process,
+    main_process_first,
+    process_alive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +278,7 @@ def _remove_stale_temps(folder: Path) -> None:
     """Temporary files (.tmp-PID-NAME) left by processes that died; a live writer's are kept."""
     for temp in folder.glob(".tmp-*"):
         pid = temp.name.split("-")[1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             temp.unlink(missing_ok=True)
 
 
@@ -285,7 +290,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     removed = []
     for tmp in folder.glob(".*"):
         pid = tmp.name.split(".")[2] if tmp.name.count(".") >= 3 else ""
-        alive = pid.isdigit() and _process_alive(int(pid))
+        alive = pid.isdigit() and process_alive(int(pid))
         try:
             old = time.time() - tmp.stat().st_mtime > STALE_AFTER_S
         except FileNotFoundError:
@@ -296,18 +301,6 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     if removed:
         log.info("removed %d unfinished cache entries left by killed runs in %s", len(removed), folder)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _chars(record) -> int:
@@ -514,7 +507,7 @@ def _encode_text(job: _Job, records: list[str]):
         cuts = cuts[:-1]
         stream = stream[: cuts[-1]]
     blocks = _lists(stream, np.diff(cuts))
-    stats = {"truncated": 0, "answers_lost": 0, "lengths": lengths, "tokens": int(len(stream)),
+    stats = {"truncated": 0, "answers_lost": 0, "lengths": lengths, "tokens": len(stream),
              "blocks": len(blocks)}
     return pa.Table.from_arrays([blocks, blocks], schema=PT_SCHEMA), stats, []
 

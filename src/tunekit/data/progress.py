@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from tunekit.processes import process_alive
+
 MB = 1 << 20
 
 
@@ -65,7 +67,7 @@ class ProblemLog:
         self.progress, self.file = progress, None
         for stale in folder.glob("in-progress-*.txt"):  # left by runs that were killed
             pid = stale.stem.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 stale.unlink(missing_ok=True)
 
     def add(self, lines: list[str]) -> None:
@@ -85,16 +87,6 @@ class ProblemLog:
         if self.file is not None:
             self.file.close()
             self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _clock(seconds: float) -> str:
