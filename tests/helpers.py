@@ -72,3 +72,31 @@ def render_template(source: str, messages: list[dict], tools=None, add_generatio
         except jinja2.TemplateError:
             return "raised"
     return texts[0]
+
+
+TINY_LM = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, use_cache=False)
+
+
+def tiny_causal_lm(architecture: str, attention: str = "sdpa"):
+    """A 2-layer random Qwen2 or Llama (grouped-query attention) in fp32, eval mode, no cache."""
+    import torch
+    import transformers
+
+    configs = {"qwen2": transformers.Qwen2Config, "llama": transformers.LlamaConfig}
+    torch.manual_seed(0)
+    config = configs[architecture](**TINY_LM)
+    return transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attention).float().eval()
+
+
+def tiny_samples(lengths: list[int], seed: int) -> list[dict]:
+    """Random samples for tiny_causal_lm: some trained from their first token, some after a 1-2 token prompt."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for index, length in enumerate(lengths):
+        ids = torch.randint(1, TINY_LM["vocab_size"], (length,), generator=generator).tolist()
+        prompt = index % 3
+        samples.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return samples

@@ -6,8 +6,9 @@ in fp32 with use_cache=False, as the Trainer leaves them.
 
 import pytest
 import torch
-import transformers
 
+from helpers import tiny_causal_lm as build_model
+from helpers import tiny_samples as make_samples
 from tunekit.data.collate import (
     PackedCollator,
     PaddingCollator,
@@ -15,31 +16,12 @@ from tunekit.data.collate import (
     fill_rows,
 )
 
-TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, use_cache=False)
-CONFIGS = {"qwen2": transformers.Qwen2Config, "llama": transformers.LlamaConfig}
 LENGTHS = [5, 11, 3, 8, 2, 6]  # longest 11: rows [11], [8, 3], [6, 5], [2] by first fit, longest first
 
 
-def build_model(architecture: str, attention: str = "sdpa"):
-    torch.manual_seed(0)
-    config = CONFIGS[architecture](**TINY)
-    return transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attention).float().eval()
-
-
-@pytest.fixture(scope="module", params=[(a, i) for a in CONFIGS for i in ("eager", "sdpa")], ids="-".join)
+@pytest.fixture(scope="module", params=[(a, i) for a in ("qwen2", "llama") for i in ("eager", "sdpa")], ids="-".join)
 def model(request):
     return build_model(*request.param)
-
-
-def make_samples(lengths: list[int], seed: int) -> list[dict]:
-    generator = torch.Generator().manual_seed(seed)
-    samples = []
-    for index, length in enumerate(lengths):
-        ids = torch.randint(1, TINY["vocab_size"], (length,), generator=generator).tolist()
-        prompt = index % 3  # some samples trained from their first token, some after a prompt
-        samples.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
-    return samples
 
 
 def test_fill_rows_first_fit_longest_first():
@@ -101,6 +83,7 @@ def test_flash_kwargs_and_bounded_rows_exclude_each_other():
     ("sdpa", True, ("packed", True, False)),
     ("eager", True, ("packed", True, False)),
     ("flash_attention_2", True, ("packed", False, True)),
+    ("sdpa_varlen", True, ("packed", False, False)),
     ("sdpa", False, ("padded", None, None)),
 ])
 def test_collator_for_picks_the_layout_of_the_attention(attention, packing, expected):

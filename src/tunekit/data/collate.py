@@ -15,7 +15,12 @@ width: the pad positions continue the last sample's position ids, so causal atte
 keeps every real token blind to them, and their labels are -100. This is the layout for
 eager / sdpa attention, whose packed mask costs width^2 per row: one row of the whole
 batch would cost more attention than padding does, while rows as wide as the longest
-sample cost no more per row than pad-to-longest and there are fewer of them.
+sample cost no more per row than pad-to-longest and there are fewer of them. Training
+switches a transformers model on sdpa to `sdpa_varlen` (model/packed_attention.py), which
+runs each sample of one packed row on its own: no padding and no cross-sample attention
+at all, so such a model gets the one-row layout. `with_sample_bounds(batch)` adds, at
+forward time, the `cu_seq_lens_*` that tell it where each sample starts (read from the
+position ids, which restart at 0 for every sample).
 `collator_for(model, packing, pad_token_id)` picks the collator for a model.
 
 `trained_logits_only(batch)` adds, at forward time (train/trainer.py), `logits_to_keep`, a
@@ -61,7 +66,7 @@ from tunekit.errors import ConfigError
 
 # Attention implementations that keep packed samples apart given position_ids alone.
 PACKING_SAFE_ATTENTION = frozenset(
-    {"eager", "sdpa", "flex_attention"}
+    {"eager", "sdpa", "sdpa_varlen", "flex_attention"}
     | {"flash_attention_2", "flash_attention_3", "flash_attention_4"}
 )
 # Only models implemented in transformers itself build their masks with masking_utils.
@@ -147,6 +152,19 @@ def trained_logits_only(batch: dict) -> dict:
     return dict(batch, logits_to_keep=keep, shift_labels=labels[:, 1:][keep[:, :-1]])
 
 
+def with_sample_bounds(batch: dict) -> dict:
+    """One packed row with the varlen kwargs of its samples, read from where its position ids
+    restart at 0; any other batch as it is."""
+    positions = batch.get("position_ids")
+    if positions is None or positions.shape[0] != 1 or "cu_seq_lens_q" in batch:
+        return batch
+    starts = (positions[0] == 0).nonzero().flatten().tolist()
+    if not starts or starts[0] != 0:
+        return batch
+    edges = [*starts, positions.shape[1]]
+    return dict(batch, **_flash_kwargs([end - start for start, end in zip(edges, edges[1:])]))
+
+
 def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
     """Sample indices per row: first fit, longest first, no row longer than `width` tokens."""
     rows: list[list[int]] = []
@@ -205,12 +223,15 @@ def supports_packing(model) -> bool:
 
 
 def collator_for(model, packing: bool, pad_token_id: int):
-    """The collator for `model`: one packed row with varlen kwargs under flash attention (its
-    cost is per sample), bounded packed rows under eager / sdpa, otherwise pad-to-longest."""
+    """The collator for `model`: one packed row under attention whose cost is per sample (flash
+    attention, with its varlen kwargs; sdpa_varlen, given them at forward time), bounded
+    packed rows under eager / sdpa, otherwise pad-to-longest."""
     if not packing:
         return PaddingCollator(pad_token_id, pad_to_multiple_of=8)
     if attention_implementation(model).startswith("flash_attention"):
         return PackedCollator(return_flash_kwargs=True)
+    if attention_implementation(model) == "sdpa_varlen":
+        return PackedCollator()
     return PackedCollator(bounded_rows=True)
 
 

@@ -26,6 +26,7 @@ from tunekit.dtypes import resolve_name
 from tunekit.errors import ConfigError, TunekitError, is_disk_full
 from tunekit.model.adapters import apply_method, is_prompt_method, loraplus_optimizer, trainable_summary
 from tunekit.model.load import load_model, load_tokenizer
+from tunekit.model.packed_attention import use_packed_attention
 from tunekit.model.quantize import quantization_config
 from tunekit.rundir import (
     CHECKPOINTS, LOGS_DIR, TEMPLATE_FILE, RunRecord, TemplateRecord, system_prompts_of, unfinish, versions,
@@ -146,6 +147,8 @@ def build_trainer(cfg: Config, model, tokenizer, data, run_dir: Path):
     from tunekit.train.trainer import TunekitTrainer
 
     packing = use_packing(cfg, model)
+    if packing:
+        use_packed_attention(model)  # sdpa -> sdpa_varlen: one packed row, attention per sample
     collator = collator_for(model, packing, tokenizer.pad_token_id)
     guard = NanGuard(cfg.train.precision)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
