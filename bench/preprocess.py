@@ -22,6 +22,7 @@ def tunekit_config(model_dir: Path, cache: Path, num_proc: int, files=TRAIN_FILE
     cfg = from_dict({
         "model": {"name_or_path": str(model_dir)},
         "data": {"datasets": [str(f) for f in files], "cutoff_len": CUTOFF_LEN, "cache_dir": str(cache),
+                 "overlength": "truncate",  # as the baseline recipe does: both sides train the same tokens
                  "num_proc": num_proc},
         "train": {"output_dir": str(output_dir or cache / "run")},
     })
