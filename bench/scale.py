@@ -5,7 +5,11 @@
 For each generated dataset, in the same run and with the same tokenizer and number of
 processes: tunekit's `tunekit data tokenize` (the CLI, into an empty cache) against the
 recipe users use today, `datasets.load_dataset("csv"/"json", data_files=...)` followed by
-a batched `map` that tokenizes (sft: renders the chat template, then tokenizes). Each side
+a batched `map` that tokenizes. For sft the map builds what answers-only training needs, as
+the tutorial recipe does (bench/naive.py, LLaMA-Factory's preprocessing): the prompt rendered
+with the generation prompt and tokenized, the answer plus eos tokenized, labels -100 over the
+prompt. `--sft-recipe text-only` renders the whole conversation and tokenizes it without
+labels (less work than any SFT recipe can do; the comparison of earlier runs). Each side
 runs in its own process; its memory is sampled every 0.2 s over the process and its
 children: peak RSS summed (counts pages forked workers share once per process) and peak
 PSS summed (each shared page split between its sharers: what the machine really spends).
@@ -154,12 +158,20 @@ files = sorted(str(p) for p in __import__("pathlib").Path(data).glob("*.csv")) i
 ds = datasets.load_dataset("csv" if stage == "pt" else "json", data_files=files, split="train", cache_dir=cache)
 def pt(batch):
     return {"input_ids": [ids + [tok.eos_token_id] for ids in tok(batch["sentence"], add_special_tokens=False)["input_ids"]]}
-def sft(batch):
-    texts = [tok.apply_chat_template([{"role": "user", "content": q + ("\n" + i if i else "")},
-                                      {"role": "assistant", "content": a}], tokenize=False)
-             for q, i, a in zip(batch["instruction"], batch["input"], batch["output"])]
+def users(batch):
+    return [[{"role": "user", "content": q + ("\n" + i if i else "")}] for q, i in zip(batch["instruction"], batch["input"])]
+def sft_text_only(batch):
+    texts = [tok.apply_chat_template(u + [{"role": "assistant", "content": a}], tokenize=False)
+             for u, a in zip(users(batch), batch["output"])]
     return {"input_ids": [ids[:int(cutoff)] for ids in tok(texts, add_special_tokens=False)["input_ids"]]}
-out = ds.map(pt if stage == "pt" else sft, batched=True, num_proc=int(num_proc), remove_columns=ds.column_names)
+def sft(batch):
+    prompts = [tok.apply_chat_template(u, tokenize=False, add_generation_prompt=True) for u in users(batch)]
+    prompt_ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tok([a + tok.eos_token for a in batch["output"]], add_special_tokens=False)["input_ids"]
+    return {"input_ids": [(p + a)[:int(cutoff)] for p, a in zip(prompt_ids, answer_ids)],
+            "labels": [([-100] * len(p) + a)[:int(cutoff)] for p, a in zip(prompt_ids, answer_ids)]}
+mapping = {"pt": pt, "sft": sft, "sft-text-only": sft_text_only}[stage]
+out = ds.map(mapping, batched=True, num_proc=int(num_proc), remove_columns=ds.column_names)
 print("rows", len(out))
 """
 
@@ -230,7 +242,7 @@ def main() -> None:
 def run(args, after_each) -> list[dict]:
     model = real_tokenizer_dir(args.work)
     pool = sentences(20_000)
-    datasets = [(f"csv {size} GB", "pt", float(size)) for size in args.sizes.split(",")]
+    datasets = [(f"csv {size} GB", "pt", float(size)) for size in args.sizes.split(",") if size]
     if args.sft_gb:
         datasets.append((f"alpaca jsonl {args.sft_gb:g} GB", "sft", args.sft_gb))
     rows = []
@@ -244,6 +256,8 @@ def run(args, after_each) -> list[dict]:
                "baseline": baseline_side(model, data, stage, args.work, args.num_proc)}
         if stage == "pt" and not any(r["stage"] == "pt" for r in rows):
             row["raw_tokenizer"] = raw_tokenizer(model, data, args.num_proc)
+        if stage == "sft":
+            row["baseline_text_only"] = baseline_side(model, data, "sft-text-only", args.work, args.num_proc)
         for side in ("tunekit", "baseline"):
             row[side]["s_per_gb"] = round(row[side]["seconds"] / gb, 1)
         print(json.dumps({k: v for k, v in row.items()}, default=str)[:400], flush=True)
@@ -269,6 +283,12 @@ def write_results(report: dict, name: str) -> None:
         lines.append(f"| {row['data']} | {row['gb']} | {t['seconds']} | {t['s_per_gb']} | {t['peak_rss_mb']} | "
                      f"{t['peak_pss_mb']} | {b['seconds']} | {b['s_per_gb']} | {b['peak_rss_mb']} | "
                      f"{b['peak_pss_mb']} | **{t['seconds'] / b['seconds']:.2f}** |")
+    for row in (r for r in report["rows"] if "baseline_text_only" in r):
+        text_only = row["baseline_text_only"]
+        lines.append(f"\n`{row['data']}`: the recipe without labels (whole conversation rendered and tokenized, "
+                     f"less work than answers-only training needs) took {text_only['seconds']} s "
+                     f"({text_only['seconds'] / row['gb']:.1f} s/GB, peak RSS sum {text_only['peak_rss_mb']} MB); "
+                     f"tunekit / it = **{row['tunekit']['seconds'] / text_only['seconds']:.2f}**.")
     raw = next((r for r in report["rows"] if "raw_tokenizer" in r), None)
     if raw:
         mb = raw["raw_tokenizer"]["text_mb"]

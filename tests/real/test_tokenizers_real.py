@@ -179,12 +179,51 @@ def test_the_glaive_file_reads_whole():
 
 
 @pytest.mark.parametrize("name", ["qwen3", "llama3-base", "smollm2"])
-def test_pretraining_ids_come_straight_from_the_rust_tokenizer_unchanged(name):
-    """The pt path skips transformers' per-encoding conversion (pipeline._token_ids): same ids as the
-    tokenizer's own call, special-token text and all."""
-    from tunekit.data.pipeline import _token_ids
+def test_ids_and_offsets_come_straight_from_the_rust_tokenizer_unchanged(name):
+    """Both paths skip transformers' per-encoding conversion (data/tokens.py): the same ids and
+    character offsets as the tokenizer's own call, special-token text and all."""
+    from tunekit.data.tokens import ids_and_offsets, plain_backend, token_ids
 
     tok = real_tokenizer(name)
     texts = ["Hello, world!", " leading space", "\ttab\nnewline", "北京是中国的首都。", "emoji 🦊 and 1234567890",
              "café vs cafe\u0301", f"a {tok.eos_token} inside text", "", "def f(x):\n    return x**2\n"]
-    assert _token_ids(tok, texts) == tok(texts, add_special_tokens=False)["input_ids"]
+    own = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert plain_backend(tok) is not None
+    assert token_ids(tok, texts) == own["input_ids"]
+    assert ids_and_offsets(tok, texts) == [(ids, [tuple(o) for o in offsets])
+                                           for ids, offsets in zip(own["input_ids"], own["offset_mapping"])]
+
+
+def test_a_backend_that_would_truncate_is_not_called_directly():
+    """A tokenizer.json may switch truncation on; transformers turns it off per call, a direct call would not."""
+    from tunekit.data.tokens import ids_and_offsets, plain_backend
+
+    tok = real_tokenizer("smollm2")
+    tok.backend_tokenizer.enable_truncation(max_length=3)
+    try:
+        assert plain_backend(tok) is None
+        assert len(ids_and_offsets(tok, ["one two three four five six"])[0][0]) > 3
+    finally:
+        tok.backend_tokenizer.no_truncation()
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3-base", "smollm2"])
+def test_labels_read_at_the_span_edges_equal_labels_from_every_offset(name):
+    """The fast rule (two char_to_token lookups per answer) gives the labels of the reference
+    rule over all offsets, with spans starting and ending inside tokens and inside characters
+    split over several byte tokens; it gives up (None: the caller takes the reference rule) only
+    where normalisation leaves a character in no token (Qwen's NFC on combining accents)."""
+    from tunekit.data.templates import _labels_from_spans, _span_labels
+    from tunekit.data.tokens import encodings
+
+    tok = real_tokenizer(name)
+    texts = ["emoji 🤖🎉 and 👩‍👩‍👧 end", "Cafe\u0301 na\u0308ive", "北京是中国的首都。\n\n1234567890", "  x\ty\nz"]
+    for text, encoding in zip(texts, encodings(tok, texts)):
+        for start in range(len(text)):
+            for end in range(start + 1, len(text) + 1, 3):
+                spans = [(start, end)] + ([(end + 1, len(text))] if end + 1 < len(text) else [])
+                fast = _span_labels(encoding, spans)
+                if fast is None:
+                    assert "\u0301" in text and name == "qwen3", (text, spans)
+                    continue
+                assert fast == _labels_from_spans(encoding.ids, encoding.offsets, spans), (text, spans)

@@ -55,6 +55,7 @@ from tunekit.data.formats import (
 from tunekit.data.progress import ProblemLog, Progress
 from tunekit.data.records import Conversation, Problem
 from tunekit.data.templates import IGNORE_INDEX, ChatTemplate, TemplateError
+from tunekit.data.tokens import token_ids
 from tunekit.errors import ConfigError, DataError, TunekitError, is_disk_full
 from tunekit.processes import (
     is_distributed,
@@ -494,7 +495,7 @@ def _encode_text(job: _Job, records: list[str]):
     eos, block = job.tokenizer.eos_token_id, job.cutoff_len
     pieces, lengths = [], Counter()
     for start in range(0, len(records), BATCH):
-        rows = _token_ids(job.tokenizer, records[start: start + BATCH])
+        rows = token_ids(job.tokenizer, records[start: start + BATCH])
         for ids in rows:
             ids.append(eos)
         sizes = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
@@ -510,16 +511,6 @@ def _encode_text(job: _Job, records: list[str]):
     stats = {"truncated": 0, "answers_lost": 0, "lengths": lengths, "tokens": len(stream),
              "blocks": len(blocks)}
     return pa.Table.from_arrays([blocks, blocks], schema=PT_SCHEMA), stats, []
-
-
-def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
-    """The texts' ids, no special tokens added: straight from the Rust tokenizer where there is one
-    (no offsets, no Python-side conversion of each encoding: the same ids, tested), else via
-    the tokenizer's own call."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch_fast"):
-        return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
 
 def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:

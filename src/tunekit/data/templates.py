@@ -51,6 +51,7 @@ recorded eos as its end of turn, and keeps it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,7 @@ import numpy as np
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from tunekit.data.records import Conversation, normalize_message, normalize_tools
+from tunekit.data.tokens import encodings, ids_and_offsets
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.infer.parsers import family_for
 
@@ -208,14 +210,19 @@ class ChatTemplate:
     def render(self, messages: list[dict], add_generation_prompt: bool = False, tools=None,
                options: dict | None = None) -> str:
         """The template's own text, exactly what apply_chat_template(tokenize=False) gives."""
-        kwargs = {k: v for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
-        kwargs.update(self.options, **(options or {}))
+        kwargs = {**self._special_token_kwargs, **self.options, **(options or {})}
         try:
             texts, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=self.source,
                                              add_generation_prompt=add_generation_prompt, **kwargs)
         except jinja2.TemplateError as exc:  # the template's own raise_exception, or a missing field
             raise TemplateError(f"template '{self.name}' refused this conversation: {exc}") from None
         return texts[0]
+
+    @functools.cached_property
+    def _special_token_kwargs(self) -> dict[str, str]:
+        """bos_token, eos_token, ... as apply_chat_template passes them (read once: transformers
+        rebuilds the map on each access)."""
+        return {k: v for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
 
     def prepare(self, messages: list[dict]) -> list[dict]:
         """Messages as the template gets them: reasoning split off; tool calls as text in the
@@ -355,16 +362,13 @@ class ChatTemplate:
 
     def _tokenize(self, samples: list[Sample]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """(ids, char offsets) of each text: one batched call; texts with cuts piece by piece."""
-        enc = self.tokenizer([s.text for s in samples], add_special_tokens=False, return_offsets_mapping=True,
-                             return_attention_mask=False, return_token_type_ids=False)
-        out = list(zip(enc["input_ids"], enc["offset_mapping"]))
+        out = ids_and_offsets(self.tokenizer, [s.text for s in samples])
         for k, sample in enumerate(samples):
             if sample.cuts:
                 bounds = [0, *sample.cuts, len(sample.text)]
-                pieces = self.tokenizer([sample.text[a:b] for a, b in zip(bounds, bounds[1:])],
-                                        add_special_tokens=False, return_offsets_mapping=True)
-                out[k] = ([i for ids in pieces["input_ids"] for i in ids],
-                          [(a + x, a + y) for a, offs in zip(bounds, pieces["offset_mapping"]) for x, y in offs])
+                pieces = ids_and_offsets(self.tokenizer, [sample.text[a:b] for a, b in zip(bounds, bounds[1:])])
+                out[k] = ([i for ids, _ in pieces for i in ids],
+                          [(a + x, a + y) for a, (_, offs) in zip(bounds, pieces) for x, y in offs])
         return out
 
     def _unwritten(self, messages, i, source) -> TemplateError:
@@ -421,9 +425,27 @@ class ChatTemplate:
         Each conversation gives its samples (one, or one more per turn the template rewrites)."""
         built = [self.build_samples(c.messages, c.tools, c.source, last_only=mask_history) for c in convs]
         flat = [sample for samples in built for sample in samples]
-        encoded = iter(Encoded(list(ids), list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, s.spans))
-                       for s, (ids, offsets) in zip(flat, self._tokenize(flat)))
+        encoded = iter(self._encode(flat, train_on_prompt))
         return [[next(encoded) for _ in samples] for samples in built]
+
+    def _encode(self, samples: list[Sample], train_on_prompt: bool) -> list[Encoded]:
+        """Ids and labels of each sample. The usual case reads the token at each end of an answer
+        span from the Rust encoding (`char_to_token`) instead of building every token's offsets;
+        samples with cuts, or spans at characters no token covers, go through the offsets."""
+        whole = [s for s in samples if not s.cuts]
+        rust = encodings(self.tokenizer, [s.text for s in whole]) if whole and not train_on_prompt else None
+        by_sample = dict(zip(map(id, whole), rust or []))
+        out = []
+        for sample in samples:
+            encoding = by_sample.get(id(sample))
+            labels = _span_labels(encoding, sample.spans) if encoding is not None else None
+            if labels is None:
+                ids, offsets = self._tokenize([sample])[0]
+                labels = list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, sample.spans)
+                out.append(Encoded(list(ids), labels))
+            else:
+                out.append(Encoded(encoding.ids, labels))
+        return out
 
     def encode_prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> list[int]:
         """Ids of a prompt for generation, rendered as in training (history closed by end-of-turn)."""
@@ -565,6 +587,23 @@ def _first_special(text: str, special: set[str]) -> tuple[int, int] | None:
         if pos >= 0 and (best is None or pos < best[0] or pos == best[0] and pos + len(token) > best[1]):
             best = (pos, pos + len(token))
     return best
+
+
+def _span_labels(encoding, spans) -> list[int] | None:
+    """Labels by the rule of _labels_from_spans (a token is trained when it overlaps an answer span),
+    read from a Rust `Encoding`: per span, the first token holding its first character and the
+    last one holding its last character (a multi-byte character can be split over several tokens
+    with the same offsets). None when a span edge falls on a character no token holds."""
+    ids = encoding.ids
+    labels = [IGNORE_INDEX] * len(ids)
+    for start, end in spans:
+        first, last = encoding.char_to_token(start), encoding.char_to_token(end - 1)
+        if first is None or last is None:
+            return None
+        while last + 1 < len(ids) and encoding.token_to_chars(last + 1)[0] < end:
+            last += 1
+        labels[first: last + 1] = ids[first: last + 1]
+    return labels
 
 
 def _labels_from_spans(ids, offsets, spans) -> list[int]:
