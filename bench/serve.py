@@ -16,7 +16,9 @@ alternates), through the official `openai` client, streaming with usage. Measure
 aggregate output tokens/s (completion tokens of all clients / wall time), p50/p95 time to
 first token, p50 inter-token latency (gaps between content chunks), and whether the greedy
 answers are identical. The tiny random model never says end-of-turn, so every answer is
-max_tokens long. Targets at 32 clients: >= 6x tokens/s, p50 TTFT <= 2 s, identical answers.
+max_tokens long. Each client sends 8 requests one after another (with 2, the whole 32-client
+run lasted about a second, mostly ramp-up and tail). Both servers run on `tunekit serve`'s
+default torch threads (every core but one; the count is read from their start-up line). Targets at 32 clients: >= 6x tokens/s, p50 TTFT <= 2 s, identical answers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import BENCH, ROOT, THREADS, build_tiny_model, setup
+from common import BENCH, ROOT, build_tiny_model, setup
 
 RESULTS = BENCH / "results"
 LEVELS = (1, 8, 32)
@@ -54,7 +57,7 @@ def save(results: dict, load_before, started: float, name: str) -> None:
     """Machine and load into results; bench/results/NAME.json and .md; the table printed."""
     results["machine"] = {"load_average_before": [round(x, 2) for x in load_before],
                           "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                          "cores": len(os.sched_getaffinity(0)), "torch_threads": THREADS,
+                          "cores": len(os.sched_getaffinity(0)),
                           "date": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.perf_counter() - started)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -68,7 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model directory (default: tunekit's tiny random qwen2)")
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrent clients")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per answer")
-    parser.add_argument("--rounds", type=int, default=2, help="requests each client sends, one after another")
+    parser.add_argument("--rounds", type=int, default=8, help="requests each client sends, one after another")
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"],
                         help="the batched side's backend (the one-at-a-time side is always hf)")
     parser.add_argument("--quick", action="store_true", help="1 and 8 clients, 16 tokens, 1 round")
@@ -84,13 +87,15 @@ def run(model: Path, folder: Path, levels: list[int], max_tokens: int, rounds: i
     try:
         for server in servers.values():
             server.wait_ready()
+        threads = {name: server.torch_threads() for name, server in servers.items()}
         out = {}
         for i, clients in enumerate(levels):
             order = list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))
             measured = {name: asyncio.run(load(server.url, clients, rounds, max_tokens)) for name, server in order}
             out[str(clients)] = summarize(measured)
             print(f"[bench] {clients} clients: {json.dumps(out[str(clients)]['ratio'])}", flush=True)
-        return {"levels": out, "max_tokens": max_tokens, "rounds": rounds, "backend": backend}
+        return {"levels": out, "max_tokens": max_tokens, "rounds": rounds, "backend": backend,
+                "torch_threads": threads}
     finally:
         for server in servers.values():
             server.stop()
@@ -104,7 +109,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OMP_WAIT_POLICY": "PASSIVE",
+        env = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, "OMP_WAIT_POLICY": "PASSIVE",
                "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.process = subprocess.Popen([sys.executable, "-m", "tunekit", "serve", str(model), "--port", str(port),
                                          "--max-tokens-cap", "4096", *extra],
@@ -123,6 +128,11 @@ class Server:
                 pass
             time.sleep(0.5)
         raise SystemExit(f"server not ready after {timeout} s:\n{self.log.read_text()}")
+
+    def torch_threads(self) -> int | None:
+        """The torch threads the server says it runs on (its own default: every core but one)."""
+        found = re.search(r"(\d+) torch threads", self.log.read_text(errors="replace"))
+        return int(found.group(1)) if found else None
 
     def stop(self) -> None:
         self.process.terminate()
@@ -195,7 +205,8 @@ def markdown(results: dict) -> str:
                          f"| {s['ttft_p95_s']} | {s['itl_p50_s']} | {ratio} |")
     m = results["machine"]
     lines += ["", f"{results['max_tokens']} tokens per answer, {results['rounds']} requests per client; "
-              f"{m['cores']} cores, servers on {m['torch_threads']} torch threads each, {m['date']}; load average "
+              f"{m['cores']} cores, servers on {results.get('torch_threads')} torch threads (tunekit serve's "
+              f"default: every core but one), {m['date']}; load average "
               f"{m['load_average_before'][0]} before and {m['load_average_after'][0]} after (a shared machine); "
               f"took {m['seconds']} s. Targets at 32 clients: >= 6x tokens/s, p50 TTFT <= 2 s, identical answers."]
     return "\n".join(lines) + "\n"

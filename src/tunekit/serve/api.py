@@ -437,6 +437,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def serve(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           model_name: str | None = None, limits: Limits = Limits()) -> None:
+    import torch
     import uvicorn
 
     draining = threading.Event()
@@ -449,6 +450,6 @@ def serve(engine, defaults: GenerationParams, host: str = "127.0.0.1", port: int
     print(f"limits: {together}, {engine.limits.max_queued} waiting (then 429), "
           f"{engine.limits.timeout_s:g} s per request, max_tokens <= {limits.max_tokens}, "
           f"{limits.max_messages} messages / {limits.max_chars} characters / {limits.max_request_bytes} bytes "
-          f"per request, {limits.drain_s:g} s to drain on SIGTERM", flush=True)
+          f"per request, {limits.drain_s:g} s to drain on SIGTERM, {torch.get_num_threads()} torch threads", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=limits.drain_s)
     DrainingServer(config, draining).run()
