@@ -429,23 +429,22 @@ class ChatTemplate:
         return [[next(encoded) for _ in samples] for samples in built]
 
     def _encode(self, samples: list[Sample], train_on_prompt: bool) -> list[Encoded]:
-        """Ids and labels of each sample. The usual case reads the token at each end of an answer
-        span from the Rust encoding (`char_to_token`) instead of building every token's offsets;
-        samples with cuts, or spans at characters no token covers, go through the offsets."""
+        """Ids and labels of each sample, in batched tokenizer calls. The usual case reads the token
+        at each end of an answer span from the Rust encoding (`char_to_token`) instead of building
+        every token's offsets; samples with cuts, or spans at characters no token holds, take the
+        offsets."""
+        if train_on_prompt:
+            return [Encoded(list(ids), list(ids)) for ids, _ in self._tokenize(samples)]
         whole = [s for s in samples if not s.cuts]
-        rust = encodings(self.tokenizer, [s.text for s in whole]) if whole and not train_on_prompt else None
-        by_sample = dict(zip(map(id, whole), rust or []))
-        out = []
-        for sample in samples:
-            encoding = by_sample.get(id(sample))
-            labels = _span_labels(encoding, sample.spans) if encoding is not None else None
-            if labels is None:
-                ids, offsets = self._tokenize([sample])[0]
-                labels = list(ids) if train_on_prompt else _labels_from_spans(ids, offsets, sample.spans)
-                out.append(Encoded(list(ids), labels))
-            else:
-                out.append(Encoded(encoding.ids, labels))
-        return out
+        fast = {}
+        for sample, encoding in zip(whole, encodings(self.tokenizer, [s.text for s in whole]) or []):
+            labels = _span_labels(encoding, sample.spans)
+            if labels is not None:
+                fast[id(sample)] = Encoded(encoding.ids, labels)
+        rest = [s for s in samples if id(s) not in fast]
+        slow = {id(s): Encoded(list(ids), _labels_from_spans(ids, offsets, s.spans))
+                for s, (ids, offsets) in zip(rest, self._tokenize(rest) if rest else [])}
+        return [fast[id(s)] if id(s) in fast else slow[id(s)] for s in samples]
 
     def encode_prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> list[int]:
         """Ids of a prompt for generation, rendered as in training (history closed by end-of-turn)."""
