@@ -64,9 +64,11 @@ import torch
 from tunekit.data.templates import IGNORE_INDEX
 from tunekit.errors import ConfigError
 
+# sdpa run once per sample of a packed row (model/packed_attention.py registers it under this name).
+PER_SAMPLE_SDPA = "sdpa_varlen"
 # Attention implementations that keep packed samples apart given position_ids alone.
 PACKING_SAFE_ATTENTION = frozenset(
-    {"eager", "sdpa", "sdpa_varlen", "flex_attention"}
+    {"eager", "sdpa", PER_SAMPLE_SDPA, "flex_attention"}
     | {"flash_attention_2", "flash_attention_3", "flash_attention_4"}
 )
 # Only models implemented in transformers itself build their masks with masking_utils.
@@ -230,7 +232,7 @@ def collator_for(model, packing: bool, pad_token_id: int):
         return PaddingCollator(pad_token_id, pad_to_multiple_of=8)
     if attention_implementation(model).startswith("flash_attention"):
         return PackedCollator(return_flash_kwargs=True)
-    if attention_implementation(model) == "sdpa_varlen":
+    if attention_implementation(model) == PER_SAMPLE_SDPA:
         return PackedCollator()
     return PackedCollator(bounded_rows=True)
 

@@ -431,20 +431,22 @@ class ChatTemplate:
     def _encode(self, samples: list[Sample], train_on_prompt: bool) -> list[Encoded]:
         """Ids and labels of each sample, in batched tokenizer calls. The usual case reads the token
         at each end of an answer span from the Rust encoding (`char_to_token`) instead of building
-        every token's offsets; samples with cuts, or spans at characters no token holds, take the
-        offsets."""
+        every token's offsets; where a span edge falls on a character no token holds, the labels
+        come from that encoding's offsets. Samples with cuts are tokenized piece by piece."""
         if train_on_prompt:
             return [Encoded(list(ids), list(ids)) for ids, _ in self._tokenize(samples)]
         whole = [s for s in samples if not s.cuts]
-        fast = {}
-        for sample, encoding in zip(whole, encodings(self.tokenizer, [s.text for s in whole]) or []):
+        direct = encodings(self.tokenizer, [s.text for s in whole])
+        done = {}
+        for sample, encoding in zip(whole, direct or []):
             labels = _span_labels(encoding, sample.spans)
-            if labels is not None:
-                fast[id(sample)] = Encoded(encoding.ids, labels)
-        rest = [s for s in samples if id(s) not in fast]
-        slow = {id(s): Encoded(list(ids), _labels_from_spans(ids, offsets, s.spans))
-                for s, (ids, offsets) in zip(rest, self._tokenize(rest) if rest else [])}
-        return [fast[id(s)] if id(s) in fast else slow[id(s)] for s in samples]
+            if labels is None:
+                labels = _labels_from_spans(encoding.ids, encoding.offsets, sample.spans)
+            done[id(sample)] = Encoded(encoding.ids, labels)
+        rest = [s for s in samples if id(s) not in done]
+        for s, (ids, offsets) in zip(rest, self._tokenize(rest) if rest else []):
+            done[id(s)] = Encoded(list(ids), _labels_from_spans(ids, offsets, s.spans))
+        return [done[id(s)] for s in samples]
 
     def encode_prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> list[int]:
         """Ids of a prompt for generation, rendered as in training (history closed by end-of-turn)."""

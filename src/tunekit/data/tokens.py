@@ -39,9 +39,9 @@ def encodings(tokenizer, texts: list[str]) -> list | None:
 
 def ids_and_offsets(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """Each text's ids and the (start, end) character span of each token."""
-    backend = plain_backend(tokenizer)
-    if backend is not None:
-        return [(encoding.ids, encoding.offsets) for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+    direct = encodings(tokenizer, texts)
+    if direct is not None:
+        return [(encoding.ids, encoding.offsets) for encoding in direct]
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
                     return_token_type_ids=False)
     return list(zip(enc["input_ids"], enc["offset_mapping"]))

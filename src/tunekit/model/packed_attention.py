@@ -13,7 +13,7 @@ mask sdpa would get: the implementation registers sdpa's mask function under its
 
 transformers never writes `_attn_implementation` into a saved config.json, so a model
 trained with it saves and loads as an ordinary sdpa model. `use_packed_attention(model)`
-switches a transformers model that uses sdpa over to it; tests/unit/test_packed_attention.py
+switches a transformers model that uses sdpa over to it; tests/throughput/test_packed_attention.py
 checks logits and gradients equal plain sdpa on the same packed row.
 """
 
@@ -24,7 +24,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-NAME = "sdpa_varlen"
+from tunekit.data.collate import PER_SAMPLE_SDPA as NAME
 
 
 def sdpa_varlen_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

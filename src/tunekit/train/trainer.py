@@ -13,19 +13,19 @@ from __future__ import annotations
 from transformers import Trainer
 
 from tunekit.data.collate import (
+    PER_SAMPLE_SDPA,
     attention_implementation,
     masks_logits,
     trained_logits_only,
     with_sample_bounds,
 )
-from tunekit.model.packed_attention import NAME as PACKED_ATTENTION
 
 
 class TunekitTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.logits_at_trained_positions = masks_logits(self.model)
-        self.attention_per_sample = attention_implementation(self.model) == PACKED_ATTENTION
+        self.attention_per_sample = attention_implementation(self.model) == PER_SAMPLE_SDPA
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         if self.attention_per_sample:
