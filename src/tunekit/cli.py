@@ -18,6 +18,7 @@ import sys
 from contextlib import contextmanager
 
 from tunekit.errors import TunekitError
+from tunekit.processes import leave_process_group
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -83,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(rest)
     with _remote_code_option(args):
         try:
-            return int(module.run(args) or 0)
+            status = int(module.run(args) or 0)
         except TunekitError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+    if status == 0:
+        leave_process_group()  # under torchrun: else gloo's threads can abort the process at exit
+    return status
 
 
 @contextmanager

@@ -48,6 +48,24 @@ def barrier() -> None:
         _state().wait_for_everyone()
 
 
+def leave_process_group() -> None:
+    """After a successful run: all processes meet, then the process group is torn down.
+
+    Without this, gloo's worker threads outlive the interpreter and a process can abort
+    at exit ("terminate called without an active exception") after its work succeeded.
+    The command line calls it after a command that succeeded; a process that failed must not
+    wait for the others.
+    """
+    if not is_distributed():
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        state = _state()
+        state.wait_for_everyone()
+        state.destroy_process_group()
+
+
 @contextmanager
 def main_process_first():
     """The main process runs the block first; the others run it after (and find its results)."""

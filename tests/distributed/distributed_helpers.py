@@ -36,9 +36,13 @@ def launch_env() -> dict:
     return env
 
 
+def torchrun_launcher(nproc: int) -> list[str]:
+    """torchrun on this machine with `nproc` processes; the program to launch follows."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+
+
 def torchrun(nproc: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "tunekit", *args]
+    return [*torchrun_launcher(nproc), "-m", "tunekit", *args]
 
 
 def accelerate_launch(config_file: str, nproc: int, *args: str) -> list[str]:

@@ -16,6 +16,7 @@ from distributed_helpers import (
     curve,
     run,
     torchrun,
+    torchrun_launcher,
     write_config,
 )
 from safetensors.torch import load_file
@@ -78,3 +79,32 @@ def test_accelerate_launch_overwrites_a_run_directory_once(tiny_model_dir, tmp_p
     assert not (run_dir / "stale.txt").exists()
     assert json.loads((run_dir / "tunekit.json").read_text(encoding="utf-8"))["steps"] == STEPS
     assert_same_training(run_dir, reference_run)
+
+
+LEAVE_SCRIPT = """
+import torch.distributed as dist
+from tunekit.processes import barrier, leave_process_group
+
+barrier()
+joined = dist.is_initialized()
+leave_process_group()
+print(f"joined={joined} left={not dist.is_initialized()}", flush=True)
+"""
+
+
+def test_every_process_leaves_the_process_group_before_exit(tmp_path):
+    """gloo's threads must be gone before the interpreter is: else a good run can abort at exit."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE_SCRIPT, encoding="utf-8")
+    result = run([*torchrun_launcher(2), str(script)])
+    assert result.stdout.count("joined=True left=True") == 2, result.stdout
+
+
+def test_the_command_line_leaves_the_process_group_only_after_success(monkeypatch, tmp_path, capsys):
+    import tunekit.cli as cli
+
+    left = []
+    monkeypatch.setattr(cli, "leave_process_group", lambda: left.append(True))
+    assert cli.main(["templates"]) == 0 and left == [True]
+    assert cli.main(["train", str(tmp_path / "missing.yaml")]) == 1 and left == [True]  # a failed process waits for no one
+    assert "missing.yaml" in capsys.readouterr().err
