@@ -227,3 +227,50 @@ def test_labels_read_at_the_span_edges_equal_labels_from_every_offset(name):
                     assert "\u0301" in text and name == "qwen3", (text, spans)
                     continue
                 assert fast == _labels_from_spans(encoding.ids, encoding.offsets, spans), (text, spans)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3-base", "smollm2"])
+def test_token_starts_read_off_the_ids_agree_with_the_offsets(name):
+    """TokenStarts finds the token starting at a character from the special tokens and the ids
+    alone; wherever it answers, that token starts exactly there by the Rust offsets, and it gives
+    up (None) where no token starts there (inside a token, inside a split character)."""
+    from tunekit.data.tokens import TokenStarts, encodings
+
+    tok = real_tokenizer(name)
+    markers = [t for t in (tok.eos_token, tok.bos_token, "<|im_start|>", "<|im_end|>", "<|start_header_id|>",
+                           "<|end_header_id|>", "<|eot_id|>") if t]
+    starts = TokenStarts(tok, markers)
+    assert starts.usable and starts.markers
+    m = list(starts.markers)
+    texts = [f"{m[0]}user\nemoji 🤖🎉 and 1234567{m[-1]}\n\n  x\ty{m[0]}{m[-1]}北京是中国的首都。",
+             f"plain start {m[-1]}{m[0]}\nCafe\u0301 na\u0308ive{m[-1]}"]
+    answered = 0
+    for text, encoding in zip(texts, encodings(tok, texts)):
+        token_starts = {s: k for k, (s, _) in reversed(list(enumerate(encoding.offsets)))}
+        for c in range(len(text) + 1):
+            found = starts.index(text, encoding.ids, c)
+            if found is None:
+                continue
+            answered += 1
+            expected = len(encoding.ids) if c == len(text) else token_starts.get(c)
+            assert found == expected, (text[:c], found, expected)
+    assert answered > len("".join(texts)) // 4
+
+
+@pytest.mark.parametrize("data", ["alpaca_zh_demo.json", "glaive_toolcall_zh_demo.json"])
+def test_answer_edges_are_read_off_the_ids_for_real_data(pair, data):
+    """The fast rule is the usual case, not a path the data never takes: every sample without
+    cuts of the real sets gets its labels from TokenStarts (and the earlier tests check them)."""
+    from tunekit.data.tokens import token_ids
+
+    real, tok, template = pair
+    samples = []
+    for messages in shared_conversations(data, 40):
+        try:  # a template may refuse a conversation (test_ids_and_labels... checks which)
+            samples += [s for s in template.build_samples(template.prepare(messages)) if not s.cuts]
+        except TemplateError:
+            continue
+    labelled = [template._labels_at_token_starts(s, ids)
+                for s, ids in zip(samples, token_ids(tok, [s.text for s in samples]))]
+    assert all(labels is not None for labels in labelled), real.id
+    assert samples or real.template == "deepseek_r1_distill_qwen.jinja"  # its opened <think> cuts every answer

@@ -63,7 +63,7 @@ import numpy as np
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from tunekit.data.records import Conversation, normalize_message, normalize_tools
-from tunekit.data.tokens import encodings, ids_and_offsets
+from tunekit.data.tokens import TokenStarts, encodings, ids_and_offsets, token_ids
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.infer.parsers import family_for
 
@@ -429,16 +429,22 @@ class ChatTemplate:
         return [[next(encoded) for _ in samples] for samples in built]
 
     def _encode(self, samples: list[Sample], train_on_prompt: bool) -> list[Encoded]:
-        """Ids and labels of each sample, in batched tokenizer calls. The usual case reads the token
-        at each end of an answer span from the Rust encoding (`char_to_token`) instead of building
-        every token's offsets; where a span edge falls on a character no token holds, the labels
-        come from that encoding's offsets. Samples with cuts are tokenized piece by piece."""
+        """Ids and labels of each sample, in batched tokenizer calls. The usual case tokenizes without
+        offsets and finds the token at each edge of an answer span from the template's special
+        tokens (TokenStarts); a sample where that cannot be vouched for gets its labels from the
+        Rust encoding's offsets (char_to_token at span edges, else every token's offsets). Samples
+        with cuts are tokenized piece by piece."""
         if train_on_prompt:
             return [Encoded(list(ids), list(ids)) for ids, _ in self._tokenize(samples)]
-        whole = [s for s in samples if not s.cuts]
-        direct = encodings(self.tokenizer, [s.text for s in whole])
         done = {}
-        for sample, encoding in zip(whole, direct or []):
+        whole = [s for s in samples if not s.cuts]
+        if self._token_starts.usable:
+            for sample, ids in zip(whole, token_ids(self.tokenizer, [s.text for s in whole])):
+                labels = self._labels_at_token_starts(sample, ids)
+                if labels is not None:
+                    done[id(sample)] = Encoded(ids, labels)
+            whole = [s for s in whole if id(s) not in done]
+        for sample, encoding in zip(whole, encodings(self.tokenizer, [s.text for s in whole]) or []):
             labels = _span_labels(encoding, sample.spans)
             if labels is None:
                 labels = _labels_from_spans(encoding.ids, encoding.offsets, sample.spans)
@@ -447,6 +453,26 @@ class ChatTemplate:
         for s, (ids, offsets) in zip(rest, self._tokenize(rest) if rest else []):
             done[id(s)] = Encoded(list(ids), _labels_from_spans(ids, offsets, s.spans))
         return [done[id(s)] for s in samples]
+
+    @functools.cached_property
+    def _token_starts(self) -> TokenStarts:
+        """Token edges from the added tokens this template writes (and bos / eos it is given)."""
+        added = {str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()}
+        markers = [t for t in added if t and (t in self.source or t in self._special_token_kwargs.values())]
+        return TokenStarts(self.tokenizer, markers)
+
+    def _labels_at_token_starts(self, sample: Sample, ids: list[int]) -> list[int] | None:
+        """Each answer span's tokens trained, the rest IGNORE_INDEX; None where an edge is not a token start."""
+        starts = self._token_starts
+        if not starts.applies_to(sample.text):
+            return None
+        labels = [IGNORE_INDEX] * len(ids)
+        for start, end in sample.spans:
+            first, stop = starts.index(sample.text, ids, start), starts.index(sample.text, ids, end)
+            if first is None or stop is None:
+                return None
+            labels[first:stop] = ids[first:stop]
+        return labels
 
     def encode_prompt(self, messages: list[dict], tools=None, options: dict | None = None) -> list[int]:
         """Ids of a prompt for generation, rendered as in training (history closed by end-of-turn)."""
