@@ -25,6 +25,7 @@ block may be shorter. Token-length statistics come from histograms, not lists.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -380,7 +381,11 @@ class _Workers:
             self.count = 1
             return
         context = multiprocessing.get_context("fork")
-        self.pool = context.Pool(self.count, initializer=_start_worker, initargs=(self.job,))
+        gc.freeze()  # the workers' collector then leaves the inherited objects (and their pages) alone
+        try:
+            self.pool = context.Pool(self.count, initializer=_start_worker, initargs=(self.job,))
+        finally:
+            gc.unfreeze()
         folder, shard = self.held
         self.held = None
         self.flight.append(self.pool.apply_async(_encode_in_worker, (folder, shard)))
@@ -436,10 +441,13 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def _encode_conversations(job: _Job, records: list[Conversation]):
+    """A shard's samples as an Arrow table; each batch is flattened to int32 arrays as it is done,
+    so the shard never holds Python lists of all its ids (a worker's memory stays small)."""
     problems: list[Problem] = []
-    ids_out, labels_out, lengths = [], [], Counter()
+    ids_parts, labels_parts, kept_parts, lengths = [], [], [], Counter()
     outcomes = Counter()
     for start in range(0, len(records), BATCH):
+        ids_out, labels_out = [], []
         for samples in _encode_batch(job, records[start: start + BATCH], problems):
             if len(samples) > 1:  # one sample per turn the template rewrites: each repeats its history
                 outcomes["split"] += 1
@@ -452,12 +460,20 @@ def _encode_conversations(job: _Job, records: list[Conversation]):
                 if ids is not None:
                     ids_out.append(ids)
                     labels_out.append(labels)
-    kept = np.array([len(ids) for ids in ids_out], dtype=np.int64)
-    columns = [_lists(_flat(ids_out, kept), kept), _lists(_flat(labels_out, kept), kept), pa.array(kept)]
+        kept = np.fromiter(map(len, ids_out), dtype=np.int64, count=len(ids_out))
+        ids_parts.append(_flat(ids_out, kept))
+        labels_parts.append(_flat(labels_out, kept))
+        kept_parts.append(kept)
+    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, np.int64)
+    columns = [_lists(_joined(ids_parts), kept), _lists(_joined(labels_parts), kept), pa.array(kept)]
     stats = {"truncated": outcomes["truncated"] + outcomes["answer_lost"], "answers_lost": outcomes["answer_lost"],
              "dropped_overlength": outcomes["dropped"], "lengths": lengths,
              **{k: outcomes[k] for k in ("split", "split_extra_tokens", "sample_tokens")}}
     return pa.Table.from_arrays(columns, schema=SFT_SCHEMA), stats, problems
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
 def fit_to_cutoff(ids: list[int], labels: list[int], cutoff_len: int, overlength: str):
