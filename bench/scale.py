@@ -8,12 +8,13 @@ recipe users use today, `datasets.load_dataset("csv"/"json", data_files=...)` fo
 a batched `map` that tokenizes. For sft the map builds what answers-only training needs, as
 the tutorial recipe does (bench/naive.py, LLaMA-Factory's preprocessing): the prompt rendered
 with the generation prompt and tokenized, the answer plus eos tokenized, labels -100 over the
-prompt. `--sft-recipe text-only` renders the whole conversation and tokenizes it without
-labels (less work than any SFT recipe can do; the comparison of earlier runs). Each side
+prompt. The recipe is also run without labels (the whole conversation rendered and
+tokenized: less work than any SFT recipe can do; the comparison of earlier runs). Each side
 runs in its own process; its memory is sampled every 0.2 s over the process and its
-children: peak RSS summed (counts pages forked workers share once per process) and peak
-PSS summed (each shared page split between its sharers: what the machine really spends).
-The raw fast tokenizer on the same texts in the same number of processes is the ceiling.
+children: peak RSS summed (counts pages forked workers share once per process), the peak
+RSS of the largest single process, and peak PSS summed (each shared page split between its
+sharers: what the machine really spends). The raw fast tokenizer on the same texts in the
+same number of processes is the ceiling.
 
 Disk: the generated data (3.75 GB of CSV + 1 GB of JSONL at full size) plus the largest
 tokenized copy of one of them (about the data's size again) for each side; everything
@@ -107,7 +108,7 @@ def measured(command: list[str], env: dict | None = None) -> dict:
     """Run a command; its wall time and peak RSS / PSS summed over it and its children."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"rss": 0, "pss": 0}
+    peak = {"rss": 0, "pss": 0, "one": 0}
     stop = threading.Event()
 
     def sample():
@@ -115,13 +116,13 @@ def measured(command: list[str], env: dict | None = None) -> dict:
         while not stop.wait(0.2):
             try:
                 tree = [root, *root.children(recursive=True)]
-                rss = pss = 0
+                rss = pss = one = 0
                 for p in tree:
                     info = p.memory_full_info()
-                    rss, pss = rss + info.rss, pss + info.pss
+                    rss, pss, one = rss + info.rss, pss + info.pss, max(one, info.rss)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+            peak["rss"], peak["pss"], peak["one"] = max(peak["rss"], rss), max(peak["pss"], pss), max(peak["one"], one)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -132,6 +133,7 @@ def measured(command: list[str], env: dict | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed ({proc.returncode}):\n{output[-3000:]}")
     return {"seconds": round(seconds, 2), "peak_rss_mb": peak["rss"] >> 20, "peak_pss_mb": peak["pss"] >> 20,
+            "peak_rss_one_process_mb": peak["one"] >> 20,
             "output_tail": output[-600:]}
 
 
@@ -276,13 +278,15 @@ def machine() -> str:
 def write_results(report: dict, name: str) -> None:
     results = BENCH / "results"
     (results / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    lines = ["| data | GB | tunekit s | s/GB | peak RSS sum MB | peak PSS sum MB | baseline s | s/GB | "
-             "peak RSS sum MB | peak PSS sum MB | tunekit / baseline time |", "|" + "---|" * 11]
+    lines = ["| data | GB | tunekit s | s/GB | peak RSS sum MB | largest process MB | peak PSS sum MB | baseline s | "
+             "s/GB | peak RSS sum MB | largest process MB | peak PSS sum MB | tunekit / baseline time |",
+             "|" + "---|" * 13]
     for row in report["rows"]:
         t, b = row["tunekit"], row["baseline"]
         lines.append(f"| {row['data']} | {row['gb']} | {t['seconds']} | {t['s_per_gb']} | {t['peak_rss_mb']} | "
-                     f"{t['peak_pss_mb']} | {b['seconds']} | {b['s_per_gb']} | {b['peak_rss_mb']} | "
-                     f"{b['peak_pss_mb']} | **{t['seconds'] / b['seconds']:.2f}** |")
+                     f"{t['peak_rss_one_process_mb']} | {t['peak_pss_mb']} | {b['seconds']} | {b['s_per_gb']} | "
+                     f"{b['peak_rss_mb']} | {b['peak_rss_one_process_mb']} | {b['peak_pss_mb']} | "
+                     f"**{t['seconds'] / b['seconds']:.2f}** |")
     for row in (r for r in report["rows"] if "baseline_text_only" in r):
         text_only = row["baseline_text_only"]
         lines.append(f"\n`{row['data']}`: the recipe without labels (whole conversation rendered and tokenized, "
