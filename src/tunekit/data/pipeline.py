@@ -25,6 +25,7 @@ block may be shorter. Token-length statistics come from histograms, not lists.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import itertools
@@ -381,6 +382,7 @@ class _Workers:
             self.count = 1
             return
         context = multiprocessing.get_context("fork")
+        _return_free_heap()
         gc.freeze()  # the workers' collector then leaves the inherited objects (and their pages) alone
         try:
             self.pool = context.Pool(self.count, initializer=_start_worker, initargs=(self.job,))
@@ -389,6 +391,16 @@ class _Workers:
         folder, shard = self.held
         self.held = None
         self.flight.append(self.pool.apply_async(_encode_in_worker, (folder, shard)))
+
+
+def _return_free_heap() -> None:
+    """Hand the heap that loading freed back to the OS before forking (glibc keeps it otherwise:
+    about 150 MB after a 128k-vocabulary tokenizer is built), so neither this process nor the
+    workers that inherit its pages hold it. Nothing to do without glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 _WORKER_JOB: _Job | None = None  # set in each forked worker
