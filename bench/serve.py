@@ -18,7 +18,8 @@ first token, p50 inter-token latency (gaps between content chunks), and whether 
 answers are identical. The tiny random model never says end-of-turn, so every answer is
 max_tokens long. Each client sends 8 requests one after another (with 2, the whole 32-client
 run lasted about a second, mostly ramp-up and tail). Both servers run on `tunekit serve`'s
-default torch threads (every core but one; the count is read from their start-up line). Targets at 32 clients: >= 6x tokens/s, p50 TTFT <= 2 s, identical answers.
+default torch threads (every core but one; the count is read from their start-up line).
+Targets at 32 clients: >= 6x tokens/s, p50 TTFT <= 2 s, identical answers.
 """
 
 from __future__ import annotations

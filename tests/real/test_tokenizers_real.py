@@ -239,7 +239,7 @@ def test_token_starts_read_off_the_ids_agree_with_the_offsets(name):
     tok = real_tokenizer(name)
     markers = [t for t in (tok.eos_token, tok.bos_token, "<|im_start|>", "<|im_end|>", "<|start_header_id|>",
                            "<|end_header_id|>", "<|eot_id|>") if t]
-    starts = TokenStarts(tok, markers)
+    starts = TokenStarts(tok, "\n".join(markers))
     assert starts.usable and starts.markers
     m = list(starts.markers)
     texts = [f"{m[0]}user\nemoji 🤖🎉 and 1234567{m[-1]}\n\n  x\ty{m[0]}{m[-1]}北京是中国的首都。",

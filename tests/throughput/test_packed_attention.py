@@ -13,7 +13,7 @@ import torch
 from helpers import make_config
 from helpers import tiny_causal_lm as build_model
 from helpers import tiny_samples as make_samples
-from tunekit.data.collate import PackedCollator, PaddingCollator, trained_logits_only, with_sample_bounds
+from tunekit.data.collate import PackedCollator, PaddingCollator, with_sample_bounds
 from tunekit.model.packed_attention import NAME, use_packed_attention
 
 LENGTHS = [5, 11, 3, 8, 2, 6]

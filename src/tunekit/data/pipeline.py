@@ -476,7 +476,7 @@ def _encode_conversations(job: _Job, records: list[Conversation]):
         ids_parts.append(_flat(ids_out, kept))
         labels_parts.append(_flat(labels_out, kept))
         kept_parts.append(kept)
-    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, np.int64)
+    kept = _joined(kept_parts, np.int64)
     columns = [_lists(_joined(ids_parts), kept), _lists(_joined(labels_parts), kept), pa.array(kept)]
     stats = {"truncated": outcomes["truncated"] + outcomes["answer_lost"], "answers_lost": outcomes["answer_lost"],
              "dropped_overlength": outcomes["dropped"], "lengths": lengths,
@@ -484,8 +484,9 @@ def _encode_conversations(job: _Job, records: list[Conversation]):
     return pa.Table.from_arrays(columns, schema=SFT_SCHEMA), stats, problems
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+def _joined(parts: list[np.ndarray], dtype=np.int32) -> np.ndarray:
+    """The parts end to end; an empty array of `dtype` when there are none (an empty shard)."""
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 def fit_to_cutoff(ids: list[int], labels: list[int], cutoff_len: int, overlength: str):
@@ -530,7 +531,7 @@ def _encode_text(job: _Job, records: list[str]):
         lengths.update(sizes.tolist())
         flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(sizes.sum()))
         pieces.append(flat)
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    stream = _joined(pieces)
     cuts = np.append(np.arange(0, len(stream), block), len(stream))
     if len(cuts) > 2 and cuts[-1] - cuts[-2] < 2:  # a last block of one token teaches nothing
         cuts = cuts[:-1]

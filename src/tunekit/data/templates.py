@@ -438,12 +438,12 @@ class ChatTemplate:
             return [Encoded(list(ids), list(ids)) for ids, _ in self._tokenize(samples)]
         done = {}
         whole = [s for s in samples if not s.cuts]
-        if self._token_starts.usable:
-            for sample, ids in zip(whole, token_ids(self.tokenizer, [s.text for s in whole])):
-                labels = self._labels_at_token_starts(sample, ids)
-                if labels is not None:
-                    done[id(sample)] = Encoded(ids, labels)
-            whole = [s for s in whole if id(s) not in done]
+        fast = [s for s in whole if self._token_starts.applies_to(s.text)]
+        for sample, ids in zip(fast, token_ids(self.tokenizer, [s.text for s in fast]) if fast else []):
+            labels = self._labels_at_token_starts(sample, ids)
+            if labels is not None:
+                done[id(sample)] = Encoded(ids, labels)
+        whole = [s for s in whole if id(s) not in done]
         for sample, encoding in zip(whole, encodings(self.tokenizer, [s.text for s in whole]) or []):
             labels = _span_labels(encoding, sample.spans)
             if labels is None:
@@ -457,15 +457,12 @@ class ChatTemplate:
     @functools.cached_property
     def _token_starts(self) -> TokenStarts:
         """Token edges from the added tokens this template writes (and bos / eos it is given)."""
-        added = {str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()}
-        markers = [t for t in added if t and (t in self.source or t in self._special_token_kwargs.values())]
-        return TokenStarts(self.tokenizer, markers)
+        return TokenStarts(self.tokenizer, "\n".join([self.source, *self._special_token_kwargs.values()]))
 
     def _labels_at_token_starts(self, sample: Sample, ids: list[int]) -> list[int] | None:
-        """Each answer span's tokens trained, the rest IGNORE_INDEX; None where an edge is not a token start."""
+        """Each answer span's tokens trained, the rest IGNORE_INDEX; None where an edge is not a token start
+        (only for a text the TokenStarts applies to)."""
         starts = self._token_starts
-        if not starts.applies_to(sample.text):
-            return None
         labels = [IGNORE_INDEX] * len(ids)
         for start, end in sample.spans:
             first, stop = starts.index(sample.text, ids, start), starts.index(sample.text, ids, end)

@@ -61,19 +61,19 @@ class TokenStarts:
     tokenizer is one the check cannot vouch for (not BPE, or a normalizer other than NFC on text
     that NFC would change).
 
-    `markers` are the added tokens to count from (a template's own special tokens); one that
-    strips neighbouring spaces or sits inside another added token is left out.
+    The markers counted from are the added tokens found in `written` (a template's source and
+    the special tokens it is given: few, so each lookup is cheap); one that strips neighbouring
+    spaces or sits inside another added token is left out.
     """
 
     MAX_BETWEEN = 64  # characters tokenized alone between the marker and `c`
     MEMO = 4096  # distinct texts between remembered (templates repeat a few)
 
-    def __init__(self, tokenizer, markers):
+    def __init__(self, tokenizer, written: str):
         self.tokenizer = tokenizer
         added = {str(t): (i, t) for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
-        names = [str(t) for t in added]
-        self.markers = {m: added[m][0] for m in markers if m in added and _plain_added(added[m][1])
-                        and not any(m != other and m in other for other in names)}
+        self.markers = {m: i for m, (i, token) in added.items() if m and m in written and _plain_added(token)
+                        and not any(m != other and m in other for other in added)}
         self._between: dict[str, list[int]] = {}
         backend = plain_backend(tokenizer)
         normalizer = type(backend.normalizer).__name__ if backend is not None and backend.normalizer else None
